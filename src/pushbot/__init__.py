@@ -1,0 +1,3 @@
+"""pushbot: a Telegram bot with built-in admin broadcasts."""
+
+__version__ = "0.1.0"

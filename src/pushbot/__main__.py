@@ -1,0 +1,3 @@
+from pushbot.cli import main
+
+raise SystemExit(main())

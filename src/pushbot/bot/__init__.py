@@ -1,0 +1,1 @@
+"""The ptb Application: wiring, user commands, /push and /undo conversations."""

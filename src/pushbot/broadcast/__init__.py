@@ -1,0 +1,1 @@
+"""The broadcast engine: thread pool, pacing, error classes and the delivery ledger."""

@@ -1,0 +1,1 @@
+"""A Telegram Bot API stand-in for tests, the demo and benchmarks (loopback only)."""
