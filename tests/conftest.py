@@ -4,4 +4,6 @@ pytest_plugins = [
     "tests.fixtures.postgres",
     "tests.fixtures.database",
     "tests.fixtures.standin",
+    "tests.fixtures.bot",
+    "tests.fixtures.process",
 ]

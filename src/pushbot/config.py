@@ -78,7 +78,9 @@ def _parse(values: Mapping[str, str], require_token: bool) -> Settings:
     if token is None and require_token:
         raise ConfigError("BOT_TOKEN", "is required (the token @BotFather gave you)")
     if token is not None and (":" not in token or not token.split(":", 1)[0].isdigit()):
-        raise ConfigError("BOT_TOKEN", "is malformed: expected '<digits>:<secret>' as @BotFather gives")
+        raise ConfigError(
+            "BOT_TOKEN", "is malformed: expected '<digits>:<secret>' as @BotFather gives"
+        )
 
     paid = _boolean("PAID_BROADCAST", get("PAID_BROADCAST"), False)
     rate_limit = PAID_BROADCAST_MAX_RATE if paid else 30.0
@@ -121,7 +123,8 @@ def _admin_ids(raw: str | None) -> frozenset[int]:
             continue
         if not item.lstrip("-").isdigit():
             raise ConfigError(
-                "ADMIN_IDS", f"{item!r} is not a numeric Telegram user id (usernames are not accepted)"
+                "ADMIN_IDS",
+                f"{item!r} is not a numeric Telegram user id (usernames are not accepted)",
             )
         ids.add(int(item))
     return frozenset(ids)
@@ -165,7 +168,9 @@ def _rate(raw: str | None, limit: float) -> float:
     try:
         value = float(raw)
     except ValueError:
-        raise ConfigError("BROADCAST_RATE", f"must be a number of messages per second, got {raw!r}") from None
+        raise ConfigError(
+            "BROADCAST_RATE", f"must be a number of messages per second, got {raw!r}"
+        ) from None
     if not 0 < value <= limit:
         raise ConfigError("BROADCAST_RATE", f"must be above 0 and at most {limit:g}, got {value:g}")
     return value

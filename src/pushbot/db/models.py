@@ -8,6 +8,7 @@ from __future__ import annotations
 import uuid as uuid_module
 from datetime import UTC, datetime
 from enum import StrEnum
+from typing import Any, ClassVar
 
 from sqlalchemy import (
     BigInteger,
@@ -38,7 +39,7 @@ def utcnow() -> datetime:
 
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
-    type_annotation_map = {datetime: DateTime(timezone=True)}
+    type_annotation_map: ClassVar[dict[Any, Any]] = {datetime: DateTime(timezone=True)}
 
 
 class PushStatus(StrEnum):
@@ -91,7 +92,9 @@ class PushMessage(Base):
 
     __tablename__ = "push_messages"
 
-    uuid: Mapped[uuid_module.UUID] = mapped_column(Uuid, primary_key=True, default=uuid_module.uuid4)
+    uuid: Mapped[uuid_module.UUID] = mapped_column(
+        Uuid, primary_key=True, default=uuid_module.uuid4
+    )
     text: Mapped[str | None] = mapped_column(Text)  # text or caption, for listings and /undo
     content_type: Mapped[str] = mapped_column(String(32), default="text")
     source_chat_id: Mapped[int] = mapped_column(BigInteger)

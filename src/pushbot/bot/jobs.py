@@ -1,0 +1,141 @@
+"""Keeping the admin informed about a running broadcast or retraction.
+
+A watcher task per job edits its status message every few seconds (only when something
+changed: Telegram answers 400 "message is not modified" otherwise), the Pause / Resume /
+Cancel buttons steer the engine, and the engine's end-of-job callback (fired in one of its
+threads) is marshalled onto the Application's loop to post the final report.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+from uuid import UUID
+
+from telegram import InlineKeyboardMarkup, Update
+from telegram.error import BadRequest
+from telegram.ext import Application, CallbackQueryHandler, ContextTypes
+
+from pushbot.bot import render
+from pushbot.bot.services import Services, services
+from pushbot.broadcast.progress import JobReport
+from pushbot.db.models import PushStatus
+
+logger = logging.getLogger(__name__)
+
+# Every edit costs one request of the bot's 30/s budget; one every few seconds is plenty.
+PROGRESS_EDIT_INTERVAL = 3.0
+ACTIVE_STATES = frozenset({"running", "paused"})
+
+
+def watch_job(
+    app: Application[Any, Any, Any, Any, Any, Any], push_uuid: UUID, chat_id: int, message_id: int
+) -> None:
+    svc: Services = app.bot_data["pushbot.services"]
+    if push_uuid in svc.watched:
+        return
+    svc.watched.add(push_uuid)
+    app.create_task(
+        _keep_status_fresh(app, svc, push_uuid, chat_id, message_id), name=f"watch-{push_uuid}"
+    )
+
+
+async def _keep_status_fresh(
+    app: Application[Any, Any, Any, Any, Any, Any],
+    svc: Services,
+    push_uuid: UUID,
+    chat_id: int,
+    message_id: int,
+) -> None:
+    last_shown: tuple[str, str] | None = None
+    try:
+        while True:
+            progress = svc.broadcaster.progress(push_uuid)
+            if progress is None or progress.state not in ACTIVE_STATES:
+                return
+            text = render.render_progress(progress)
+            markup = render.job_keyboard(push_uuid, progress.state)
+            shown = (text, _markup_key(markup))
+            if shown != last_shown:
+                await _edit_status(app, chat_id, message_id, text, markup)
+                last_shown = shown
+            await asyncio.sleep(PROGRESS_EDIT_INTERVAL)
+    finally:
+        svc.watched.discard(push_uuid)
+
+
+def _markup_key(markup: InlineKeyboardMarkup | None) -> str:
+    return "" if markup is None else str(markup.to_dict())
+
+
+async def _edit_status(
+    app: Application[Any, Any, Any, Any, Any, Any],
+    chat_id: int,
+    message_id: int,
+    text: str,
+    markup: InlineKeyboardMarkup | None,
+) -> None:
+    try:
+        await app.bot.edit_message_text(
+            text, chat_id=chat_id, message_id=message_id, reply_markup=markup
+        )
+    except BadRequest as exc:
+        # The admin may have deleted the status message; the broadcast goes on regardless.
+        logger.warning("could not update status message %s/%s: %s", chat_id, message_id, exc)
+
+
+async def post_report(app: Application[Any, Any, Any, Any, Any, Any], report: JobReport) -> None:
+    svc: Services = app.bot_data["pushbot.services"]
+    push = await svc.store.get_push(report.uuid)
+    if push is None or push.report_chat_id is None:
+        return
+    if report.state == PushStatus.PAUSED:
+        return
+    retract = report.kind == "retract"
+    text = render.render_retract_report(report) if retract else render.render_push_report(report)
+    if push.status_message_id is not None:
+        await _edit_status(
+            app, push.report_chat_id, push.status_message_id, _final_status_line(report), None
+        )
+    sent = await app.bot.send_message(
+        push.report_chat_id,
+        text,
+        reply_to_message_id=push.status_message_id,
+        allow_sending_without_reply=True,
+    )
+    if not retract:
+        await svc.store.set_push_message_ids(report.uuid, report_message_id=sent.message_id)
+
+
+def _final_status_line(report: JobReport) -> str:
+    verb = "Retraction" if report.kind == "retract" else "Broadcast"
+    return f"{verb} {report.state}: see the report below."
+
+
+async def on_job_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    query = update.callback_query
+    assert query is not None and query.data is not None
+    svc = services(context)
+    if not svc.settings.is_admin(query.from_user.id):
+        await query.answer()
+        return
+    _, action, raw_uuid = query.data.split(":", 2)
+    push_uuid = UUID(raw_uuid)
+    steer = {
+        "pause": svc.broadcaster.pause,
+        "resume": svc.broadcaster.resume,
+        "cancel": svc.broadcaster.cancel,
+    }[action]
+    changed = await asyncio.to_thread(steer, push_uuid)
+    await query.answer(
+        {"pause": "Paused", "resume": "Resumed", "cancel": "Cancelled"}[action]
+        if changed
+        else "Nothing to do: that job is not active."
+    )
+    if changed and action == "resume" and query.message is not None:
+        watch_job(context.application, push_uuid, query.message.chat.id, query.message.message_id)
+
+
+def job_button_handler() -> CallbackQueryHandler[Any, Any]:
+    return CallbackQueryHandler(on_job_button, pattern=r"^job:(pause|resume|cancel):")

@@ -1,0 +1,120 @@
+"""Texts and keyboards the admin sees: previews, live progress and final reports.
+
+Everything here is pure (no I/O), so it is easy to test and to keep stable: the status
+message is only edited when the rendered text or keyboard actually changes.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from uuid import UUID
+
+from telegram import InlineKeyboardButton, InlineKeyboardMarkup
+
+from pushbot.broadcast.progress import JobReport, Progress
+from pushbot.db.queries import PushCounts, PushSummary
+
+BAR_WIDTH = 20
+EXCERPT_LENGTH = 60
+
+
+def progress_bar(fraction: float, width: int = BAR_WIDTH) -> str:
+    fraction = min(max(fraction, 0.0), 1.0)
+    filled = round(fraction * width)
+    return "▓" * filled + "░" * (width - filled) + f" {fraction * 100:.0f}%"
+
+
+def duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "–"
+    total = round(seconds)
+    hours, rest = divmod(total, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+
+
+def excerpt(text: str | None, content_type: str = "text", length: int = EXCERPT_LENGTH) -> str:
+    if not text:
+        return f"[{content_type}]"
+    flat = " ".join(text.split())
+    return flat if len(flat) <= length else flat[: length - 1] + "…"
+
+
+def by_reason(counts: dict[str, int]) -> str:
+    return ", ".join(
+        f"{reason}: {n}" for reason, n in sorted(counts.items(), key=lambda kv: -kv[1])
+    )
+
+
+def render_progress(progress: Progress) -> str:
+    retracting = progress.kind == "retract"
+    title = "🗑 Retracting broadcast" if retracting else "📣 Broadcasting"
+    if progress.state == "paused":
+        title += " — paused"
+    done_label = "Removed" if retracting else "Delivered"
+    fraction = progress.done / progress.total if progress.total else 1.0
+    lines = [
+        title,
+        progress_bar(fraction),
+        f"{done_label} {progress.sent} · Failed {progress.failed} · Left {progress.left}",
+    ]
+    if progress.state == "paused":
+        # No pace while paused: the text stays the same, so the message is not edited again.
+        lines.append("Press Resume to carry on.")
+    else:
+        lines.append(f"{progress.rate:.1f} msg/s · ETA {duration(progress.eta_seconds)}")
+    return "\n".join(lines)
+
+
+def job_keyboard(push_uuid: UUID, state: str) -> InlineKeyboardMarkup | None:
+    if state == "running":
+        toggle = InlineKeyboardButton("⏸ Pause", callback_data=f"job:pause:{push_uuid}")
+    elif state == "paused":
+        toggle = InlineKeyboardButton("▶️ Resume", callback_data=f"job:resume:{push_uuid}")
+    else:
+        return None
+    cancel = InlineKeyboardButton("✖️ Cancel", callback_data=f"job:cancel:{push_uuid}")
+    return InlineKeyboardMarkup([[toggle, cancel]])
+
+
+def render_push_report(report: JobReport) -> str:
+    outcome = {"done": "✅ Broadcast finished", "cancelled": "✖️ Broadcast cancelled"}.get(
+        report.state, f"Broadcast {report.state}"
+    )
+    failed = sum(report.failed_by_reason.values())
+    lines = [
+        outcome,
+        f"Delivered: {report.sent}",
+        f"Failed: {failed}" + (f" ({by_reason(report.failed_by_reason)})" if failed else ""),
+        f"Purged from the audience: {report.purged}",
+        f"Time: {duration(report.elapsed)} · {report.pace:.1f} msg/s",
+    ]
+    if report.sent:
+        lines += ["", "Reply /undo to this message to retract it from every chat."]
+    return "\n".join(lines)
+
+
+def render_retract_report(report: JobReport) -> str:
+    failed = sum(report.failed_by_reason.values())
+    lines = [
+        "🗑 Broadcast retracted" if report.state == "retracted" else f"Retraction {report.state}",
+        f"Removed: {report.sent}",
+        f"Could not remove: {failed}"
+        + (f" ({by_reason(report.failed_by_reason)})" if failed else ""),
+        f"Time: {duration(report.elapsed)} · {report.pace:.1f} deletions/s",
+    ]
+    return "\n".join(lines)
+
+
+def render_push_summary(push: PushSummary, counts: PushCounts, now: datetime | None = None) -> str:
+    now = now or datetime.now(UTC)
+    created = push.created_at if push.created_at.tzinfo else push.created_at.replace(tzinfo=UTC)
+    copies_out = counts.sent - counts.retracted
+    age = duration((now - created).total_seconds())
+    return "\n".join(
+        [
+            f"Broadcast of {created:%Y-%m-%d %H:%M} UTC ({age} ago)",
+            f"“{excerpt(push.text, push.content_type)}”",
+            f"Copies out: {copies_out} (status: {push.status})",
+        ]
+    )

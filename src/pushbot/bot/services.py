@@ -1,0 +1,30 @@
+"""What handlers reach through `context.bot_data`: settings, the store and the broadcaster."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+from uuid import UUID
+
+from telegram.ext import CallbackContext
+
+from pushbot.bot.store import Store
+from pushbot.broadcast.engine import Broadcaster
+from pushbot.config import Settings
+
+SERVICES_KEY = "pushbot.services"
+
+
+@dataclass
+class Services:
+    settings: Settings
+    store: Store
+    broadcaster: Broadcaster
+    # Broadcasts whose status message is being kept up to date by a watcher task.
+    watched: set[UUID] = field(default_factory=set)
+
+
+def services(context: CallbackContext[Any, Any, Any, Any]) -> Services:
+    found = context.bot_data[SERVICES_KEY]
+    assert isinstance(found, Services)
+    return found

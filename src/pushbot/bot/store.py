@@ -1,0 +1,113 @@
+"""The bot layer's only door to the database: async wrappers over `pushbot.db.queries`.
+
+psycopg2 and SQLite are synchronous, so every call runs in a worker thread and the
+Application's event loop never waits on the database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from typing import TypeVar
+from uuid import UUID
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from pushbot.db import queries
+from pushbot.db.queries import (
+    AudienceCounts,
+    ChatInfo,
+    PushCounts,
+    PushDraft,
+    PushHistoryRow,
+    PushSummary,
+)
+
+T = TypeVar("T")
+
+# A chat seen within this window is not written again just because it sent another update.
+LAST_SEEN_REFRESH_SECONDS = 600.0
+
+
+class Store:
+    def __init__(self, session_factory: sessionmaker[Session]) -> None:
+        self._factory = session_factory
+        self._recently_seen: dict[int, float] = {}
+
+    async def _run(self, work: Callable[[Session], T]) -> T:
+        def in_transaction() -> T:
+            with self._factory.begin() as session:
+                return work(session)
+
+        return await asyncio.to_thread(in_transaction)
+
+    # audience
+    async def subscribe(self, chat: ChatInfo) -> bool:
+        self._recently_seen[chat.id] = time.monotonic()
+        return await self._run(lambda s: queries.subscribe_chat(s, chat))
+
+    async def unsubscribe(self, chat_id: int) -> bool:
+        return await self._run(lambda s: queries.unsubscribe_chat(s, chat_id))
+
+    async def note_seen(self, chat: ChatInfo) -> None:
+        """Record a chat that writes to us, at most once per refresh window per chat."""
+        now = time.monotonic()
+        last = self._recently_seen.get(chat.id)
+        if last is not None and now - last < LAST_SEEN_REFRESH_SECONDS:
+            return
+        self._recently_seen[chat.id] = now
+        await self._run(lambda s: queries.record_chat(s, chat))
+
+    async def purge(self, chat_id: int, reason: str) -> None:
+        self._recently_seen.pop(chat_id, None)
+        await self._run(lambda s: queries.purge_chat(s, chat_id, reason))
+
+    async def restore(self, chat: ChatInfo) -> None:
+        self._recently_seen[chat.id] = time.monotonic()
+        await self._run(lambda s: queries.restore_chat(s, chat))
+
+    async def audience_counts(self) -> AudienceCounts:
+        return await self._run(queries.audience_counts)
+
+    async def audience_size(self) -> int:
+        return await self._run(queries.audience_size)
+
+    # broadcasts
+    async def create_push(self, draft: PushDraft) -> PushSummary:
+        return await self._run(lambda s: queries.create_push(s, draft))
+
+    async def get_push(self, push_uuid: UUID) -> PushSummary | None:
+        return await self._run(lambda s: queries.get_push(s, push_uuid))
+
+    async def find_push_by_message(self, chat_id: int, message_id: int) -> PushSummary | None:
+        return await self._run(lambda s: queries.find_push_by_message(s, chat_id, message_id))
+
+    async def push_counts(self, push_uuid: UUID) -> PushCounts:
+        return await self._run(lambda s: queries.push_counts(s, push_uuid))
+
+    async def recent_pushes(self, limit: int = 10) -> list[PushHistoryRow]:
+        return await self._run(lambda s: queries.recent_pushes(s, limit))
+
+    async def set_push_status(self, push_uuid: UUID, status: str) -> None:
+        await self._run(lambda s: queries.set_push_status(s, push_uuid, status))
+
+    async def set_push_message_ids(
+        self,
+        push_uuid: UUID,
+        *,
+        report_chat_id: int | None = None,
+        report_message_id: int | None = None,
+        status_message_id: int | None = None,
+        preview_message_id: int | None = None,
+    ) -> None:
+        await self._run(
+            lambda s: queries.set_push_message_ids(
+                s,
+                push_uuid,
+                report_chat_id=report_chat_id,
+                report_message_id=report_message_id,
+                status_message_id=status_message_id,
+                preview_message_id=preview_message_id,
+            )
+        )

@@ -1,0 +1,129 @@
+"""What every user can do, and keeping the audience true between broadcasts."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from telegram import Chat, ChatMember, ChatMemberUpdated, Update, User
+from telegram.ext import BaseHandler as Handler
+from telegram.ext import (
+    ChatMemberHandler,
+    CommandHandler,
+    ContextTypes,
+    MessageHandler,
+    filters,
+)
+
+from pushbot.bot.services import services
+from pushbot.db.queries import ChatInfo
+
+USER_COMMANDS = {
+    "start": "Subscribe to announcements",
+    "stop": "Unsubscribe",
+    "help": "What this bot does",
+}
+ADMIN_COMMANDS = {
+    "push": "Broadcast a message to every subscriber",
+    "undo": "Retract a broadcast (reply to its report)",
+    "cancel": "Leave the current /push or /undo",
+}
+# Leaving these statuses takes a chat out of the audience; returning puts it back.
+GONE_STATUSES = frozenset({ChatMember.BANNED, ChatMember.LEFT})
+
+
+def chat_info(chat: Chat, user: User | None = None) -> ChatInfo:
+    return ChatInfo(
+        id=chat.id,
+        type=chat.type,
+        title=chat.title,
+        username=chat.username,
+        first_name=chat.first_name,
+        language_code=user.language_code
+        if user is not None and chat.type == Chat.PRIVATE
+        else None,
+    )
+
+
+async def start(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    chat, message = update.effective_chat, update.effective_message
+    assert chat is not None and message is not None
+    newly = await services(context).store.subscribe(chat_info(chat, update.effective_user))
+    if newly:
+        await message.reply_text(
+            "👋 Welcome! You are subscribed to announcements. "
+            "Send /stop to unsubscribe, /help for more."
+        )
+    else:
+        await message.reply_text("You are already subscribed. /stop to unsubscribe.")
+
+
+async def stop(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    chat, message = update.effective_chat, update.effective_message
+    assert chat is not None and message is not None
+    was = await services(context).store.unsubscribe(chat.id)
+    await message.reply_text(
+        "You will get no more announcements. /start to subscribe again."
+        if was
+        else "You were not subscribed. /start to subscribe."
+    )
+
+
+async def help_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    message, user = update.effective_message, update.effective_user
+    assert message is not None
+    lines = ["I send announcements to everyone subscribed.", ""]
+    lines += [f"/{name} — {what}" for name, what in USER_COMMANDS.items()]
+    if user is not None and services(context).settings.is_admin(user.id):
+        lines += ["", "Admin:"] + [f"/{name} — {what}" for name, what in ADMIN_COMMANDS.items()]
+    await message.reply_text("\n".join(lines))
+
+
+async def unknown_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    # Also what a non-admin gets for /push and /undo: they learn nothing of the admin flow.
+    if update.effective_message is not None:
+        await update.effective_message.reply_text("Sorry, I don't know that command. /help")
+
+
+async def note_seen(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    chat = update.effective_chat
+    if chat is not None:
+        await services(context).store.note_seen(chat_info(chat, update.effective_user))
+
+
+async def membership_changed(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    change = update.my_chat_member
+    assert change is not None
+    store = services(context).store
+    if _left(change):
+        reason = "blocked" if change.chat.type == Chat.PRIVATE else "kicked"
+        await store.purge(change.chat.id, reason)
+    elif _joined(change):
+        await store.restore(chat_info(change.chat, change.from_user))
+
+
+def _left(change: ChatMemberUpdated) -> bool:
+    return change.new_chat_member.status in GONE_STATUSES
+
+
+def _joined(change: ChatMemberUpdated) -> bool:
+    return (
+        change.new_chat_member.status not in GONE_STATUSES
+        and change.old_chat_member.status in GONE_STATUSES
+    )
+
+
+def user_handlers() -> list[Handler[Any, Any, Any]]:
+    return [
+        CommandHandler("start", start),
+        CommandHandler("stop", stop),
+        CommandHandler("help", help_command),
+        ChatMemberHandler(membership_changed, ChatMemberHandler.MY_CHAT_MEMBER),
+    ]
+
+
+def fallback_handlers() -> list[Handler[Any, Any, Any]]:
+    """Run last: unknown commands get an answer; any other message just marks the chat seen."""
+    return [
+        MessageHandler(filters.COMMAND & filters.ChatType.PRIVATE, unknown_command),
+        MessageHandler(filters.ALL, note_seen),
+    ]

@@ -1,0 +1,945 @@
+"""The Broadcaster: sends a copy of a push to every recipient, or deletes every copy again.
+
+Shape (the design card): a `ThreadPoolExecutor` of `broadcast_workers` threads. ptb 22 has
+no synchronous API, so the engine owns one private asyncio loop in its own thread with one
+`telegram.Bot` on it; a worker paces itself (`Pacer.acquire`), then hands the coroutine to
+that loop and waits for its result. The Application's own loop never waits on a broadcast.
+
+One job runs at a time, in a runner thread that feeds the pool from the ledger (keyset
+pages of pending recipients) and finishes the job. Every push status change that must
+survive a restart (paused, cancelled, retracting, done, retracted) is written to the
+database before the call that caused it returns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import random
+import threading
+from collections import OrderedDict, deque
+from collections.abc import Callable, Coroutine, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+from uuid import UUID
+
+from sqlalchemy.orm import Session, sessionmaker
+from telegram import Bot, MessageId
+from telegram.error import TimedOut
+from telegram.request import HTTPXRequest
+
+from pushbot.broadcast.errors import (
+    Action,
+    Verdict,
+    classify_delete_error,
+    classify_send_error,
+)
+from pushbot.broadcast.ledger import (
+    CLOSE_DEADLINE,
+    FLUSH_BATCH,
+    FLUSH_INTERVAL,
+    PAGE_SIZE,
+    OutcomeWriter,
+    copies_to_delete,
+    pending_recipients,
+)
+from pushbot.broadcast.pacing import RETRY_AFTER_MARGIN, Pacer
+from pushbot.broadcast.progress import (
+    Baseline,
+    JobKind,
+    JobReport,
+    JobState,
+    JobTally,
+    Progress,
+)
+from pushbot.config import Settings
+from pushbot.db import queries
+from pushbot.db.models import PushStatus, RetractStatus
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+__all__ = [
+    "BroadcastBusy",
+    "BroadcastError",
+    "Broadcaster",
+    "EngineOptions",
+    "InvalidPushState",
+    "JobEvent",
+    "JobHandle",
+    "JobKind",
+    "JobReport",
+    "JobState",
+    "Progress",
+    "UnknownPush",
+]
+
+INTERNAL_ERROR_REASON = "internal error"
+FINISHED_JOBS_KEPT = 32
+
+
+@dataclass(frozen=True)
+class EngineOptions:
+    """Knobs with production defaults; tests shrink the delays."""
+
+    page_size: int = PAGE_SIZE
+    flush_batch: int = FLUSH_BATCH
+    flush_interval: float = FLUSH_INTERVAL
+    # Attempts per recipient for transient errors (timeouts, 5xx); 429s do not count.
+    max_attempts: int = 5
+    backoff_base: float = 1.0
+    backoff_cap: float = 30.0
+    # HTTP timeouts of the engine's Bot; a worker gives up on a request after 4x this.
+    request_timeout: float = 10.0
+    # How long shutdown keeps retrying to record outcomes when the database is down.
+    close_deadline: float = CLOSE_DEADLINE
+
+
+class BroadcastError(Exception):
+    """Base of the errors the Broadcaster raises to its callers."""
+
+
+class BroadcastBusy(BroadcastError):
+    """Another job is active (one job at a time); `active` is its progress."""
+
+    def __init__(self, active: Progress) -> None:
+        super().__init__(f"a {active.kind} job is active for push {active.uuid}")
+        self.active = active
+
+
+class UnknownPush(BroadcastError, LookupError):
+    def __init__(self, push_uuid: UUID) -> None:
+        super().__init__(f"no push {push_uuid}")
+        self.uuid = push_uuid
+
+
+class InvalidPushState(BroadcastError):
+    def __init__(self, push_uuid: UUID, status: str, wanted: str) -> None:
+        super().__init__(f"push {push_uuid} is {status}; {wanted}")
+        self.uuid = push_uuid
+        self.status = status
+
+
+@dataclass(frozen=True)
+class JobEvent:
+    """Something worth telling an operator while a job runs (called from engine threads).
+
+    names: "started", "flood_wait" (detail: seconds), "database_error" (detail: message),
+    "stopped_by_error" (detail: reason).
+    """
+
+    uuid: UUID
+    kind: JobKind
+    name: str
+    detail: float | str | None = None
+
+
+class _Job:
+    """One run of a push or a retraction, from launch to its report."""
+
+    def __init__(self, push_uuid: UUID, kind: JobKind) -> None:
+        self.uuid = push_uuid
+        self.kind = kind
+        self.tally = JobTally(push_uuid, kind)
+        self.stop_event = threading.Event()
+        # Serialises "how does this job end" between the runner and pause/cancel/retract,
+        # so that a persisted status is never overwritten by a racing finish.
+        self.status_lock = threading.Lock()
+        self.stop_reason: JobState | None = None
+        self.finalized = False
+        self.finished = threading.Event()
+        self.report: JobReport | None = None
+
+
+class JobHandle:
+    """What launch_* return: a handle on that one job."""
+
+    def __init__(self, broadcaster: Broadcaster, job: _Job) -> None:
+        self._broadcaster = broadcaster
+        self._job = job
+
+    @property
+    def uuid(self) -> UUID:
+        return self._job.uuid
+
+    @property
+    def kind(self) -> JobKind:
+        return self._job.kind
+
+    def progress(self) -> Progress:
+        return self._broadcaster._progress_of(self._job)
+
+    def done(self) -> bool:
+        return self._job.finished.is_set()
+
+    def wait(self, timeout: float | None = None) -> JobReport:
+        return self._broadcaster._wait_for(self._job, timeout)
+
+    def __repr__(self) -> str:
+        return f"JobHandle({self.kind}, {self.uuid})"
+
+
+class Broadcaster:
+    """Runs pushes and retractions against the Bot API, one job at a time, from the ledger.
+
+    Thread-safe. `progress()` and `active()` only read memory, so they may be called from
+    an event loop; the other methods do a little database work and belong in a thread
+    (`asyncio.to_thread`).
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        session_factory: sessionmaker[Session],
+        pacer: Pacer | None = None,
+        on_finished: Callable[[JobReport], None] | None = None,
+        on_event: Callable[[JobEvent], None] | None = None,
+        options: EngineOptions | None = None,
+    ) -> None:
+        self._settings = settings
+        self._factory = session_factory
+        self._pacer = pacer if pacer is not None else Pacer(settings.broadcast_rate)
+        self._on_finished = on_finished
+        self._on_event = on_event
+        self._options = options or EngineOptions()
+        self._workers = settings.broadcast_workers
+        self._paid: dict[str, Any] = (
+            {"allow_paid_broadcast": True} if settings.paid_broadcast else {}
+        )
+
+        self._lock = threading.Lock()  # guards the job registry below; never held for I/O
+        self._wakeup = threading.Condition(self._lock)
+        self._queue: deque[_Job] = deque()
+        self._current: _Job | None = None
+        self._recent: OrderedDict[UUID, _Job] = OrderedDict()
+        self._snapshots: dict[UUID, Progress] = {}  # paused pushes this process never ran
+        self._control = threading.RLock()  # serialises launch/pause/resume/cancel
+        self._started = False
+        self._closing = False
+
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread: threading.Thread | None = None
+        self._request: HTTPXRequest | None = None
+        self._bot: Bot | None = None
+        self._executor: concurrent.futures.ThreadPoolExecutor | None = None
+        self._runner: threading.Thread | None = None
+        self._closed = threading.Event()
+
+    @property
+    def pacer(self) -> Pacer:
+        return self._pacer
+
+    # --- lifecycle ---------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the event loop thread, the Bot, the worker pool and the job runner."""
+        with self._lock:
+            if self._started:
+                return
+            if self._closing:
+                raise RuntimeError("a Broadcaster cannot be restarted after shutdown")
+            self._started = True
+        loop = asyncio.new_event_loop()
+        self._loop = loop
+        self._loop_thread = threading.Thread(
+            target=_run_loop_forever, args=(loop,), name="pushbot-broadcast-loop", daemon=True
+        )
+        self._loop_thread.start()
+        timeout = self._options.request_timeout
+        self._request = HTTPXRequest(
+            connection_pool_size=self._settings.broadcast_pool_size,
+            read_timeout=timeout,
+            write_timeout=timeout,
+            connect_timeout=timeout,
+            # Workers may outnumber connections: waiting for one is not an error.
+            pool_timeout=timeout,
+        )
+        # Not Bot.initialize(): it calls getMe (a request at every start) and would put the
+        # token into the InvalidToken message it raises.
+        self._bot = Bot(
+            self._settings.bot_token,
+            base_url=self._settings.telegram_base_url,
+            request=self._request,
+        )
+        asyncio.run_coroutine_threadsafe(self._request.initialize(), loop).result()
+        self._executor = concurrent.futures.ThreadPoolExecutor(
+            max_workers=self._workers, thread_name_prefix="pushbot-send"
+        )
+        self._runner = threading.Thread(
+            target=self._run_jobs, name="pushbot-broadcast-jobs", daemon=True
+        )
+        self._runner.start()
+
+    def shutdown(self, wait: bool = True) -> None:
+        """Stop: the active job ends as `interrupted` once its in-flight sends are recorded.
+
+        Its push stays running (or retracting) in the ledger, as do queued ones, so the next
+        `resume_unfinished()` carries on. With wait=False the winding down happens in the
+        background.
+        """
+        with self._lock:
+            if not self._started or self._closing:
+                self._closing = True
+                return
+            self._closing = True
+            jobs = [*self._queue, *([self._current] if self._current else [])]
+            self._wakeup.notify_all()
+        for job in jobs:
+            self._request_stop(job, JobState.INTERRUPTED, persist=None)
+        if wait:
+            self._close_down()
+        else:
+            threading.Thread(target=self._close_down, name="pushbot-broadcast-close").start()
+
+    def _close_down(self) -> None:
+        if self._runner is not None:
+            self._runner.join()
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
+        loop = self._loop
+        if loop is not None and self._request is not None:
+            asyncio.run_coroutine_threadsafe(self._request.shutdown(), loop).result()
+            loop.call_soon_threadsafe(loop.stop)
+            if self._loop_thread is not None:
+                self._loop_thread.join()
+            loop.close()
+        self._closed.set()
+
+    def __enter__(self) -> Broadcaster:
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.shutdown()
+
+    # --- launching ---------------------------------------------------------------------------
+
+    def launch_push(self, push_uuid: UUID) -> JobHandle:
+        """Send the push to every recipient still pending. Recipients are enqueued (one bulk
+        insert, idempotent) by the job itself, so this returns at once.
+
+        Raises BroadcastBusy if a job is active, UnknownPush, InvalidPushState unless the
+        push is `running` (what create_push makes).
+        """
+        with self._control:
+            self._require_started()
+            same = self._find_job(push_uuid, JobKind.PUSH)
+            if same is not None:
+                return JobHandle(self, same)
+            push = self._load_push(push_uuid)
+            if push.status != PushStatus.RUNNING:
+                raise InvalidPushState(push_uuid, push.status, "only a running push is launched")
+            return JobHandle(self, self._enqueue(_Job(push_uuid, JobKind.PUSH)))
+
+    def launch_retract(self, push_uuid: UUID) -> JobHandle:
+        """Delete every copy recorded as sent. If that push is being sent right now, its
+        sending stops first (its in-flight copies are recorded, then deleted too).
+
+        The push is `retracting` in the ledger before this returns, so a crash cannot bring
+        the sending back. Raises BroadcastBusy if another push's job is active.
+        """
+        with self._control:
+            self._require_started()
+            same = self._find_job(push_uuid, JobKind.RETRACT)
+            if same is not None:
+                return JobHandle(self, same)
+            self._load_push(push_uuid)
+            sending = self._find_job(push_uuid, JobKind.PUSH)
+            with self._lock:
+                others = [
+                    job
+                    for job in (*self._queue, *([self._current] if self._current else []))
+                    if job is not sending
+                ]
+            if others:
+                raise BroadcastBusy(self._progress_of(others[0]))
+            if sending is not None:
+                # Under the job's status lock: its finish cannot write `done` after this.
+                with sending.status_lock:
+                    if not sending.finalized:
+                        self._mark_stopping(sending, JobState.SUPERSEDED)
+                    self._persist_status(push_uuid, PushStatus.RETRACTING)
+            else:
+                self._persist_status(push_uuid, PushStatus.RETRACTING)
+            return JobHandle(self, self._enqueue(_Job(push_uuid, JobKind.RETRACT), force=True))
+
+    def resume_unfinished(self) -> list[UUID]:
+        """At start-up: carry on every `running` and `retracting` push from the ledger
+        (retractions first: an undo is urgent). Paused ones stay paused but their progress
+        is known; cancelled ones stay cancelled. Returns the resumed pushes in run order."""
+        with self._control:
+            self._require_started()
+            with self._factory.begin() as session:
+                unfinished = queries.unfinished_pushes(session)
+            retracting = [p for p in unfinished if p.status == PushStatus.RETRACTING]
+            running = [p for p in unfinished if p.status == PushStatus.RUNNING]
+            for push in unfinished:
+                if push.status == PushStatus.PAUSED:
+                    self._remember_paused(push.uuid)
+            resumed: list[UUID] = []
+            for push, kind in [
+                *((p, JobKind.RETRACT) for p in retracting),
+                *((p, JobKind.PUSH) for p in running),
+            ]:
+                if self._find_job(push.uuid, kind) is None:
+                    self._enqueue(_Job(push.uuid, kind), force=True)
+                    resumed.append(push.uuid)
+            if resumed:
+                logger.info("resuming %d unfinished job(s): %s", len(resumed), resumed)
+            return resumed
+
+    # --- steering ----------------------------------------------------------------------------
+
+    def pause(self, push_uuid: UUID) -> bool:
+        """Pause a push (persisted: it stays paused across restarts). Retractions cannot be
+        paused. False when there is nothing to pause."""
+        with self._control:
+            job = self._find_job(push_uuid, JobKind.PUSH)
+            if job is not None:
+                if self._request_stop(job, JobState.PAUSED, PushStatus.PAUSED):
+                    return True
+                if not job.finalized:
+                    return False  # already stopping
+            if self._find_job(push_uuid, JobKind.RETRACT) is not None:
+                return False
+            return self._change_stored_status(push_uuid, {PushStatus.RUNNING}, PushStatus.PAUSED)
+
+    def resume(self, push_uuid: UUID) -> bool:
+        """Carry on a paused push (also one paused before a restart). False if it is not
+        paused; BroadcastBusy if another job is active."""
+        with self._control:
+            self._require_started()
+            winding_down = self._find_job(push_uuid, JobKind.PUSH)
+            if winding_down is not None:
+                if winding_down.stop_reason is not JobState.PAUSED:
+                    return False
+                # Paused a moment ago: let its in-flight sends land in the ledger first.
+                winding_down.finished.wait()
+            push = self._load_push(push_uuid)
+            if push.status != PushStatus.PAUSED:
+                return False
+            with self._lock:
+                busy = self._current or (self._queue[0] if self._queue else None)
+            if busy is not None:
+                raise BroadcastBusy(self._progress_of(busy))
+            self._persist_status(push_uuid, PushStatus.RUNNING)
+            self._enqueue(_Job(push_uuid, JobKind.PUSH), force=True)
+            return True
+
+    def cancel(self, push_uuid: UUID) -> bool:
+        """Cancel a running or paused push for good (copies already sent stay; /undo can
+        still retract them). Retractions cannot be cancelled."""
+        with self._control:
+            job = self._find_job(push_uuid, JobKind.PUSH)
+            if job is not None:
+                if self._request_stop(job, JobState.CANCELLED, PushStatus.CANCELLED):
+                    return True
+                if not job.finalized:
+                    return False  # already stopping
+            if self._find_job(push_uuid, JobKind.RETRACT) is not None:
+                return False
+            changed = self._change_stored_status(
+                push_uuid, {PushStatus.RUNNING, PushStatus.PAUSED}, PushStatus.CANCELLED
+            )
+            if changed:
+                with self._lock:
+                    self._snapshots.pop(push_uuid, None)
+            return changed
+
+    # --- observing ---------------------------------------------------------------------------
+
+    def progress(self, push_uuid: UUID) -> Progress | None:
+        """The latest job of this push (running, queued or recently finished), or a paused
+        push known from the ledger; None if this process knows nothing about it."""
+        with self._lock:
+            job = self._latest_job_locked(push_uuid)
+            snapshot = self._snapshots.get(push_uuid)
+        if job is not None:
+            return self._progress_of(job)
+        return snapshot
+
+    def active(self) -> Progress | None:
+        """The job running now (or about to), if any."""
+        with self._lock:
+            job = self._current or (self._queue[0] if self._queue else None)
+        return None if job is None else self._progress_of(job)
+
+    def wait(self, push_uuid: UUID, timeout: float | None = None) -> JobReport:
+        """Block until the latest job of this push ends; its report. TimeoutError if it
+        did not end in time, UnknownPush if no job of this push is known."""
+        with self._lock:
+            job = self._latest_job_locked(push_uuid)
+        if job is None:
+            raise UnknownPush(push_uuid)
+        return self._wait_for(job, timeout)
+
+    def _wait_for(self, job: _Job, timeout: float | None) -> JobReport:
+        if not job.finished.wait(timeout):
+            raise TimeoutError(f"{job.kind} job of push {job.uuid} still running")
+        assert job.report is not None
+        return job.report
+
+    def _progress_of(self, job: _Job) -> Progress:
+        return job.tally.progress(flood_wait=self._pacer.gate_remaining())
+
+    # --- the job registry --------------------------------------------------------------------
+
+    def _require_started(self) -> None:
+        if not self._started or self._closing:
+            raise RuntimeError("the Broadcaster is not running (call start(), not after shutdown)")
+
+    def _enqueue(self, job: _Job, force: bool = False) -> _Job:
+        """Queue a job; unless `force`, only when nothing else is active or queued."""
+        with self._lock:
+            if self._closing:
+                raise RuntimeError("the Broadcaster is shutting down")
+            busy = self._current or (self._queue[0] if self._queue else None)
+            if busy is not None and not force:
+                raise BroadcastBusy(self._progress_of(busy))
+            self._queue.append(job)
+            self._snapshots.pop(job.uuid, None)
+            self._wakeup.notify_all()
+        return job
+
+    def _find_job(self, push_uuid: UUID, kind: JobKind) -> _Job | None:
+        """The unfinished job of this push and kind, running or queued."""
+        with self._lock:
+            for job in (self._current, *self._queue):
+                if job is not None and job.uuid == push_uuid and job.kind is kind:
+                    return job
+        return None
+
+    def _latest_job_locked(self, push_uuid: UUID) -> _Job | None:
+        for job in reversed(self._queue):
+            if job.uuid == push_uuid:
+                return job
+        if self._current is not None and self._current.uuid == push_uuid:
+            return self._current
+        return self._recent.get(push_uuid)
+
+    def _remember_finished_locked(self, job: _Job) -> None:
+        self._recent[job.uuid] = job
+        self._recent.move_to_end(job.uuid)
+        while len(self._recent) > FINISHED_JOBS_KEPT:
+            self._recent.popitem(last=False)
+
+    def _remember_paused(self, push_uuid: UUID) -> None:
+        with self._factory.begin() as session:
+            counts = queries.push_counts(session, push_uuid)
+        tally = JobTally(push_uuid, JobKind.PUSH)
+        tally.set_baseline(_push_baseline(counts))
+        tally.set_state(JobState.PAUSED)
+        with self._lock:
+            self._snapshots[push_uuid] = tally.progress()
+
+    # --- stopping ----------------------------------------------------------------------------
+
+    def _request_stop(self, job: _Job, state: JobState, persist: PushStatus | None) -> bool:
+        """Ask a job to end as `state`, persisting `persist` first. False if it is already
+        finishing that way (or for good)."""
+        with job.status_lock:
+            if job.finalized:
+                return False
+            # Only a pause may still turn into a cancel; a shutdown or a retraction that
+            # already stopped the job, or an admin's earlier decision, stands.
+            may_change = job.stop_reason is None or (
+                job.stop_reason is JobState.PAUSED and state is JobState.CANCELLED
+            )
+            if not may_change:
+                return False
+            if persist is not None:
+                self._persist_status(job.uuid, persist)
+            self._mark_stopping(job, state)
+            return True
+
+    def _mark_stopping(self, job: _Job, state: JobState, error: str | None = None) -> None:
+        job.stop_reason = state
+        job.tally.set_state(state, error)
+        job.stop_event.set()
+
+    def _stop_on_fatal_error(self, job: _Job, reason: str) -> None:
+        """No recipient can succeed (bad token, source message deleted). A push is paused
+        with the reason, so that nobody is marked failed and the admin can decide; a
+        retraction stays `retracting` in the ledger so that the next start tries again."""
+        with job.status_lock:
+            if job.finalized or job.stop_reason is not None:
+                return
+            logger.error("%s job of push %s stopped: %s", job.kind, job.uuid, reason)
+            if job.kind is JobKind.RETRACT:
+                self._mark_stopping(job, JobState.FAILED, reason)
+            else:
+                try:
+                    self._persist_status(job.uuid, PushStatus.PAUSED)
+                except Exception:
+                    logger.exception("could not mark push %s paused", job.uuid)
+                self._mark_stopping(job, JobState.PAUSED, reason)
+        self._emit(job, "stopped_by_error", reason)
+
+    # --- the runner --------------------------------------------------------------------------
+
+    def _run_jobs(self) -> None:
+        while True:
+            with self._lock:
+                while not self._queue and not self._closing:
+                    self._wakeup.wait()
+                if not self._queue:
+                    return
+                job = self._queue.popleft()
+                self._current = job
+            self._run_one(job)
+
+    def _run_one(self, job: _Job) -> None:
+        try:
+            if job.stop_event.is_set():
+                self._finish(job, success=None)
+            elif job.kind is JobKind.PUSH:
+                self._run_push(job)
+            else:
+                self._run_retract(job)
+        except Exception as exc:
+            logger.exception("%s job of push %s failed", job.kind, job.uuid)
+            with job.status_lock:
+                job.finalized = True
+            job.tally.set_state(JobState.FAILED, f"{type(exc).__name__}: {exc}"[:200])
+        report = job.tally.report()
+        job.report = report
+        with self._lock:
+            self._current = None
+            self._remember_finished_locked(job)
+        logger.info(
+            "%s job of push %s ended %s: %d ok, %d failed, %.1f s, %.1f/s",
+            job.kind,
+            job.uuid,
+            report.state,
+            report.sent,
+            report.failed,
+            report.elapsed,
+            report.pace,
+        )
+        if self._on_finished is not None:
+            try:
+                self._on_finished(report)
+            except Exception:
+                logger.exception("on_finished callback failed for push %s", job.uuid)
+        job.finished.set()
+
+    def _run_push(self, job: _Job) -> None:
+        push = self._load_push(job.uuid)
+        if push.status != PushStatus.RUNNING:
+            # Paused or cancelled between launch and start.
+            self._finish(job, success=None, stored=push.status)
+            return
+        with self._factory.begin() as session:
+            queries.enqueue_recipients(session, job.uuid)
+            counts = queries.push_counts(session, job.uuid)
+        job.tally.set_baseline(_push_baseline(counts))
+        self._emit(job, "started", float(counts.pending))
+        writer = self._writer(job, queries.record_deliveries, _describe_delivery)
+        source_chat_id, source_message_id = push.source_chat_id, push.source_message_id
+
+        def deliver(chat_id: int) -> None:
+            self._deliver(job, writer, chat_id, source_chat_id, source_message_id)
+
+        recipients = pending_recipients(self._factory, job.uuid, self._page_size)
+        lost = self._feed(job, writer, recipients, deliver)
+        self._finish(job, success=PushStatus.DONE, lost=lost)
+
+    def _run_retract(self, job: _Job) -> None:
+        push = self._load_push(job.uuid)
+        if push.status != PushStatus.RETRACTING:
+            self._finish(job, success=None, stored=push.status)
+            return
+        with self._factory.begin() as session:
+            counts = queries.push_counts(session, job.uuid)
+        job.tally.set_baseline(
+            Baseline(
+                total=counts.sent,
+                sent=counts.retracted,
+                failed_by_reason=counts.retract_failed_by_reason,
+            )
+        )
+        self._emit(job, "started", float(counts.retract_pending))
+        writer = self._writer(job, queries.record_retractions, _describe_retraction)
+
+        def retract(copy: tuple[int, int]) -> None:
+            self._retract(job, writer, copy[0], copy[1])
+
+        copies = copies_to_delete(self._factory, job.uuid, self._page_size)
+        lost = self._feed(job, writer, copies, retract)
+        self._finish(job, success=PushStatus.RETRACTED, lost=lost)
+
+    @property
+    def _page_size(self) -> int:
+        return self._options.page_size
+
+    def _writer(
+        self,
+        job: _Job,
+        record: Callable[[Session, UUID, Any], None],
+        describe: Callable[[Any], object],
+    ) -> OutcomeWriter[Any]:
+        def write(session: Session, batch: Any) -> None:
+            record(session, job.uuid, batch)
+
+        def on_error(exc: Exception) -> None:
+            self._emit(job, "database_error", str(exc)[:200])
+
+        return OutcomeWriter(
+            name=f"{job.kind}-{str(job.uuid)[:8]}",
+            session_factory=self._factory,
+            write=write,
+            slots=self._workers,
+            pacer=self._pacer,
+            batch_size=self._options.flush_batch,
+            interval=self._options.flush_interval,
+            close_deadline=self._options.close_deadline,
+            on_write_error=on_error,
+            describe_outcome=describe,
+        )
+
+    def _feed(
+        self,
+        job: _Job,
+        writer: OutcomeWriter[Any],
+        items: Iterator[T],
+        task: Callable[[T], None],
+    ) -> int:
+        """Hand every item to the pool, never more than `workers` uncommitted at a time;
+        returns how many outcomes could not be recorded (see OutcomeWriter.close)."""
+        assert self._executor is not None
+        writer.start()
+        try:
+            for item in items:
+                if not writer.take_slot(job.stop_event):
+                    break
+                try:
+                    self._executor.submit(task, item)
+                except BaseException:
+                    writer.give_back_slot()
+                    raise
+        finally:
+            writer.wait_for_senders()
+            lost = writer.close()
+        return lost
+
+    def _finish(
+        self,
+        job: _Job,
+        success: PushStatus | None,
+        lost: int = 0,
+        stored: str | None = None,
+    ) -> None:
+        """Decide how the job ended; store `success` unless someone stopped it first."""
+        with job.status_lock:
+            job.finalized = True
+            if job.stop_reason is not None:
+                return  # the status was stored when the stop was asked for
+            if lost:
+                job.tally.set_state(JobState.FAILED, f"could not record {lost} outcomes")
+                return
+            if success is None:
+                job.tally.set_state(_state_for_stored_status(stored))
+                return
+            self._persist_status(job.uuid, success)
+            job.tally.set_state(JobState(success.value))
+
+    # --- one recipient -----------------------------------------------------------------------
+
+    def _deliver(
+        self,
+        job: _Job,
+        writer: OutcomeWriter[queries.DeliveryOutcome],
+        chat_id: int,
+        source_chat_id: int,
+        source_message_id: int,
+    ) -> None:
+        def copy() -> Coroutine[Any, Any, MessageId]:
+            return self._bot_or_fail().copy_message(
+                chat_id=chat_id,
+                from_chat_id=source_chat_id,
+                message_id=source_message_id,
+                **self._paid,
+            )
+
+        try:
+            result, verdict = self._attempt(job, copy, classify_send_error)
+        except Exception:
+            logger.exception("delivery to chat %s failed unexpectedly", chat_id)
+            result, verdict = None, Verdict(Action.FAIL, INTERNAL_ERROR_REASON)
+        if verdict is None:
+            writer.give_back_slot()
+            return
+        now = datetime.now(UTC)
+        if verdict.action is Action.SUCCEEDED and result is not None:
+            writer.submit(queries.DeliveryOutcome(chat_id, result.message_id, None, False, now))
+            job.tally.succeeded()
+        else:
+            reason = verdict.reason or INTERNAL_ERROR_REASON
+            writer.submit(queries.DeliveryOutcome(chat_id, None, reason, verdict.purges, now))
+            job.tally.failed(reason, verdict.purges)
+
+    def _retract(
+        self,
+        job: _Job,
+        writer: OutcomeWriter[queries.RetractOutcome],
+        chat_id: int,
+        message_id: int,
+    ) -> None:
+        def delete() -> Coroutine[Any, Any, Any]:
+            return self._bot_or_fail().delete_message(chat_id=chat_id, message_id=message_id)
+
+        try:
+            _, verdict = self._attempt(job, delete, classify_delete_error)
+        except Exception:
+            logger.exception("deleting the copy in chat %s failed unexpectedly", chat_id)
+            verdict = Verdict(Action.FAIL, INTERNAL_ERROR_REASON)
+        if verdict is None:
+            writer.give_back_slot()
+            return
+        now = datetime.now(UTC)
+        if verdict.action in (Action.SUCCEEDED, Action.GONE):
+            status = (
+                RetractStatus.DELETED if verdict.action is Action.SUCCEEDED else RetractStatus.GONE
+            )
+            writer.submit(queries.RetractOutcome(chat_id, status.value, None, now))
+            job.tally.succeeded()
+        else:
+            reason = verdict.reason or INTERNAL_ERROR_REASON
+            writer.submit(queries.RetractOutcome(chat_id, RetractStatus.FAILED.value, reason, now))
+            job.tally.failed(reason, purged=False)
+
+    def _attempt(
+        self,
+        job: _Job,
+        request: Callable[[], Coroutine[Any, Any, T]],
+        classify: Callable[[BaseException], Verdict],
+    ) -> tuple[T | None, Verdict | None]:
+        """Send until there is a final verdict. (result, SUCCEEDED) on success, (None,
+        verdict) on a final failure, (None, None) if the job stopped first: then nothing is
+        recorded and the recipient stays pending for a resume."""
+        transient_failures = 0
+        while True:
+            if not self._pacer.acquire(job.stop_event):
+                return None, None
+            try:
+                return self._call(request()), _SUCCEEDED
+            except Exception as exc:
+                verdict = classify(exc)
+            if verdict.is_final:
+                return None, verdict
+            if verdict.action is Action.RETRY_AFTER:
+                self._close_gate(job, verdict.retry_after)
+                continue
+            if verdict.action is Action.FATAL:
+                self._stop_on_fatal_error(job, verdict.reason or "fatal error")
+                return None, None
+            transient_failures += 1
+            if transient_failures >= self._options.max_attempts:
+                return None, Verdict(Action.FAIL, verdict.reason)
+            if job.stop_event.wait(self._backoff(transient_failures)):
+                return None, None
+
+    def _call(self, coroutine: Coroutine[Any, Any, T]) -> T:
+        assert self._loop is not None
+        future = asyncio.run_coroutine_threadsafe(coroutine, self._loop)
+        try:
+            return future.result(timeout=4 * self._options.request_timeout)
+        except concurrent.futures.TimeoutError:
+            future.cancel()
+            raise TimedOut("the engine gave up waiting for the request") from None
+
+    def _bot_or_fail(self) -> Bot:
+        if self._bot is None:
+            raise RuntimeError("the Broadcaster is not started")
+        return self._bot
+
+    def _close_gate(self, job: _Job, retry_after: float) -> None:
+        already_closed = self._pacer.gate_remaining() > 0
+        seconds = retry_after + RETRY_AFTER_MARGIN
+        self._pacer.block_for(seconds)
+        if not already_closed:
+            # Once per flood, not once per worker that ran into it.
+            logger.warning("flood control: every request waits %.1f s", seconds)
+            self._emit(job, "flood_wait", seconds)
+
+    def _backoff(self, failures: int) -> float:
+        ceiling = min(self._options.backoff_cap, self._options.backoff_base * 2 ** (failures - 1))
+        # Full jitter: workers that failed together do not retry together.
+        return random.uniform(ceiling / 2, ceiling)
+
+    # --- helpers -----------------------------------------------------------------------------
+
+    def _load_push(self, push_uuid: UUID) -> queries.PushSummary:
+        with self._factory.begin() as session:
+            push = queries.get_push(session, push_uuid)
+        if push is None:
+            raise UnknownPush(push_uuid)
+        return push
+
+    def _persist_status(self, push_uuid: UUID, status: PushStatus) -> None:
+        with self._factory.begin() as session:
+            queries.set_push_status(session, push_uuid, status)
+
+    def _change_stored_status(
+        self, push_uuid: UUID, allowed: set[PushStatus], new: PushStatus
+    ) -> bool:
+        """For a push this process is not running: change its stored status if allowed."""
+        with self._factory.begin() as session:
+            push = queries.get_push(session, push_uuid)
+            if push is None or push.status not in allowed:
+                return False
+            queries.set_push_status(session, push_uuid, new)
+        if new is PushStatus.PAUSED:
+            self._remember_paused(push_uuid)
+        return True
+
+    def _emit(self, job: _Job, name: str, detail: float | str | None = None) -> None:
+        if self._on_event is None:
+            return
+        try:
+            self._on_event(JobEvent(job.uuid, job.kind, name, detail))
+        except Exception:
+            logger.exception("on_event callback failed (%s)", name)
+
+
+_SUCCEEDED = Verdict(Action.SUCCEEDED)
+
+
+def _run_loop_forever(loop: asyncio.AbstractEventLoop) -> None:
+    asyncio.set_event_loop(loop)
+    loop.run_forever()
+
+
+def _push_baseline(counts: queries.PushCounts) -> Baseline:
+    return Baseline(
+        total=counts.total,
+        sent=counts.sent,
+        failed_by_reason=counts.failed_by_reason,
+        purged=Baseline.purged_among(counts.failed_by_reason),
+    )
+
+
+_STATE_FOR_STORED_STATUS = {
+    PushStatus.PAUSED: JobState.PAUSED,
+    PushStatus.CANCELLED: JobState.CANCELLED,
+    PushStatus.DONE: JobState.DONE,
+    PushStatus.RETRACTED: JobState.RETRACTED,
+}
+
+
+def _state_for_stored_status(status: str | None) -> JobState:
+    """How a job that found its push in `status` at its start ends (without doing work)."""
+    if status is None:
+        return JobState.INTERRUPTED
+    return _STATE_FOR_STORED_STATUS.get(PushStatus(status), JobState.INTERRUPTED)
+
+
+def _describe_delivery(outcome: queries.DeliveryOutcome) -> object:
+    return (outcome.chat_id, outcome.message_id, outcome.error)
+
+
+def _describe_retraction(outcome: queries.RetractOutcome) -> object:
+    return (outcome.chat_id, outcome.status, outcome.error)

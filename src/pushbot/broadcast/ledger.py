@@ -1,0 +1,329 @@
+"""The crash-safe delivery ledger: what the workers are fed and how their outcomes are stored.
+
+* Recipients are inserted `pending` in one bulk insert at launch, so the ledger always knows
+  who is still owed a copy; workers are fed keyset pages of them (never the whole list:
+  100,000 recipients must not mean 100,000 rows in memory).
+* Outcomes go to one writer thread that stores them in bulk (group commit): when a batch
+  is full, when the oldest outcome is a second old, or at once when the senders are
+  starved for slots.
+* The crash bound: a send takes an "uncommitted" slot before it starts and gives it back
+  only when its outcome is committed. With `slots` = number of workers, a SIGKILL can leave
+  at most that many copies delivered-but-still-pending, which is all that a resume can send
+  twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from typing import Generic, TypeVar
+from uuid import UUID
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from pushbot.broadcast.pacing import Pacer
+from pushbot.db import queries
+
+logger = logging.getLogger(__name__)
+
+OutcomeT = TypeVar("OutcomeT")
+ItemT = TypeVar("ItemT")
+
+PAGE_SIZE = 1000
+FLUSH_BATCH = 300
+FLUSH_INTERVAL = 1.0
+# While senders wait for slots, the writer still lets outcomes pile up as long as the pacer
+# keeps the senders busy for longer than this (a flush is a few ms), so that a paced
+# broadcast commits a couple of times a second rather than once per message.
+MIN_FLUSH_SLACK = 0.05
+FLUSH_RETRY_FIRST_DELAY = 0.5
+FLUSH_RETRY_MAX_DELAY = 30.0
+CLOSE_DEADLINE = 30.0
+READ_ATTEMPTS = 3
+LOST_IDS_SHOWN = 50
+
+
+def pending_recipients(
+    session_factory: sessionmaker[Session], push_uuid: UUID, page_size: int = PAGE_SIZE
+) -> Iterator[int]:
+    """Chat ids still owed this push, in id order, one short read transaction per page."""
+
+    def page(after: int | None) -> list[int]:
+        with session_factory.begin() as session:
+            return queries.pending_chat_ids(session, push_uuid, after, page_size)
+
+    return _keyset_pages(page, lambda chat_id: chat_id, page_size)
+
+
+def copies_to_delete(
+    session_factory: sessionmaker[Session], push_uuid: UUID, page_size: int = PAGE_SIZE
+) -> Iterator[tuple[int, int]]:
+    """(chat_id, message_id) of delivered copies not yet retracted, in chat id order."""
+
+    def page(after: int | None) -> list[tuple[int, int]]:
+        with session_factory.begin() as session:
+            return queries.sent_copies(session, push_uuid, after, page_size)
+
+    return _keyset_pages(page, lambda copy: copy[0], page_size)
+
+
+def _keyset_pages(
+    fetch: Callable[[int | None], list[ItemT]],
+    chat_id_of: Callable[[ItemT], int],
+    page_size: int,
+) -> Iterator[ItemT]:
+    # Rows already handed out may still be pending while their outcome is in flight; the
+    # cursor moves past them, so nobody is handed out twice within a run.
+    after: int | None = None
+    while True:
+        rows = _read_with_retries(fetch, after)
+        yield from rows
+        if len(rows) < page_size:
+            return
+        after = chat_id_of(rows[-1])
+
+
+def _read_with_retries(
+    fetch: Callable[[int | None], list[ItemT]], after: int | None
+) -> list[ItemT]:
+    for attempt in range(1, READ_ATTEMPTS + 1):
+        try:
+            return fetch(after)
+        except Exception as exc:
+            if attempt == READ_ATTEMPTS:
+                raise
+            logger.warning("ledger read failed (attempt %d), retrying: %s", attempt, exc)
+            time.sleep(FLUSH_RETRY_FIRST_DELAY * attempt)
+    raise AssertionError("unreachable")
+
+
+class OutcomeWriter(Generic[OutcomeT]):
+    """One writer thread per job: group commit of outcomes and the uncommitted-sends bound.
+
+    Senders call `take_slot()` before a send, then exactly one of `submit(outcome)` (the
+    slot comes back when the outcome is committed) or `give_back_slot()` (nothing was
+    recorded: stopped before sending, or abandoned mid-retry).
+    """
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        session_factory: sessionmaker[Session],
+        write: Callable[[Session, Sequence[OutcomeT]], None],
+        slots: int,
+        pacer: Pacer | None = None,
+        batch_size: int = FLUSH_BATCH,
+        interval: float = FLUSH_INTERVAL,
+        close_deadline: float = CLOSE_DEADLINE,
+        on_write_error: Callable[[Exception], None] | None = None,
+        describe_outcome: Callable[[OutcomeT], object] = repr,
+    ) -> None:
+        if slots < 1:
+            raise ValueError("slots must be at least 1")
+        self._name = name
+        self._factory = session_factory
+        self._write = write
+        self._slots = slots
+        self._pacer = pacer
+        self._batch_size = batch_size
+        self._interval = interval
+        self._close_deadline = close_deadline
+        self._on_write_error = on_write_error
+        self._describe = describe_outcome
+        self._cond = threading.Condition()
+        self._free = slots
+        self._outstanding = 0  # slots taken whose send has not answered yet
+        self._buffer: list[OutcomeT] = []
+        self._oldest_at = 0.0
+        self._flushing = 0
+        self._starved = 0
+        self._closing = False
+        self._give_up_at: float | None = None
+        self._last_flush_seconds = 0.0
+        self._committed = 0
+        self._flushes = 0
+        self._lost = 0
+        self._thread = threading.Thread(target=self._run, name=f"{name}-writer", daemon=True)
+
+    # --- sender side ---------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def take_slot(self, stop: threading.Event) -> bool:
+        """Block until fewer than `slots` sends are uncommitted; False if `stop` is set."""
+        with self._cond:
+            while self._free == 0:
+                if stop.is_set():
+                    return False
+                self._starved += 1
+                self._cond.notify_all()
+                # The stop event cannot wake a Condition: poll it, only while starved.
+                self._cond.wait(0.1)
+                self._starved -= 1
+            if stop.is_set():
+                return False
+            self._free -= 1
+            self._outstanding += 1
+            return True
+
+    def give_back_slot(self) -> None:
+        with self._cond:
+            self._free += 1
+            self._outstanding -= 1
+            self._cond.notify_all()
+
+    def submit(self, outcome: OutcomeT) -> None:
+        with self._cond:
+            self._outstanding -= 1
+            self._buffer.append(outcome)
+            size = len(self._buffer)
+            if size == 1:
+                self._oldest_at = time.monotonic()
+            # Wake the writer only when its decision may change, not for every outcome.
+            if size == 1 or size >= self._batch_size or self._starved or not self._outstanding:
+                self._cond.notify_all()
+
+    # --- lifecycle -------------------------------------------------------------------------
+
+    def wait_for_senders(self) -> None:
+        """Wait until every slot taken has been answered by `submit` or `give_back_slot`."""
+        with self._cond:
+            while self._outstanding:
+                self._cond.wait(0.1)
+
+    def close(self) -> int:
+        """Flush what is left and stop the thread; returns how many outcomes were lost
+        (the database stayed unreachable past the deadline; each was logged)."""
+        with self._cond:
+            self._closing = True
+            self._give_up_at = time.monotonic() + self._close_deadline
+            self._cond.notify_all()
+        if self._thread.is_alive():
+            self._thread.join()
+        return self._lost
+
+    @property
+    def committed(self) -> int:
+        return self._committed
+
+    @property
+    def flushes(self) -> int:
+        return self._flushes
+
+    @property
+    def uncommitted(self) -> int:
+        """Sends under way or awaiting commit (never more than `slots`)."""
+        with self._cond:
+            return self._slots - self._free
+
+    # --- writer thread ---------------------------------------------------------------------
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while True:
+                    due, timeout = self._flush_due()
+                    if due:
+                        break
+                    if self._closing and not self._buffer:
+                        return
+                    self._cond.wait(timeout)
+                batch, self._buffer = self._buffer, []
+                self._flushing = len(batch)
+            committed = self._commit(batch)
+            with self._cond:
+                self._flushing = 0
+                self._free += len(batch)
+                if committed:
+                    self._committed += len(batch)
+                    self._flushes += 1
+                self._cond.notify_all()
+
+    def _flush_due(self) -> tuple[bool, float | None]:
+        """Whether to flush now; otherwise how long to sleep before asking again."""
+        if not self._buffer:
+            return False, None
+        if self._closing or len(self._buffer) >= self._batch_size:
+            return True, None
+        wait = self._oldest_at + self._interval - time.monotonic()
+        if wait <= 0:
+            return True, None
+        if self._starved and self._free == 0:
+            if len(self._buffer) >= self._slots:
+                return True, None  # nothing is in flight any more: every worker is idle
+            slack = max(MIN_FLUSH_SLACK, 2 * self._last_flush_seconds)
+            backlog = self._pacer.backlog() if self._pacer is not None else 0.0
+            if backlog <= slack:
+                return True, None
+            wait = min(wait, backlog - slack)
+        return False, wait
+
+    def _commit(self, batch: list[OutcomeT]) -> bool:
+        attempt = 0
+        while True:
+            started = time.monotonic()
+            try:
+                with self._factory.begin() as session:
+                    self._write(session, batch)
+            except Exception as exc:
+                attempt += 1
+                self._report_write_error(exc, len(batch), attempt)
+                if self._must_give_up():
+                    self._report_lost(batch)
+                    return False
+                self._sleep_before_retry(attempt)
+                continue
+            self._last_flush_seconds = time.monotonic() - started
+            if attempt:
+                logger.warning(
+                    "%s: recorded %d outcomes after %d failed attempts",
+                    self._name,
+                    len(batch),
+                    attempt,
+                )
+            return True
+
+    def _report_write_error(self, exc: Exception, size: int, attempt: int) -> None:
+        # Full traceback once per batch; later attempts are usually the same outage.
+        logger.error(
+            "%s: could not record %d outcomes (attempt %d), will retry: %s",
+            self._name,
+            size,
+            attempt,
+            exc,
+            exc_info=attempt == 1,
+        )
+        if self._on_write_error is not None:
+            try:
+                self._on_write_error(exc)
+            except Exception:
+                logger.exception("%s: write-error callback failed", self._name)
+
+    def _must_give_up(self) -> bool:
+        with self._cond:
+            return self._give_up_at is not None and time.monotonic() >= self._give_up_at
+
+    def _sleep_before_retry(self, attempt: int) -> None:
+        delay = min(FLUSH_RETRY_MAX_DELAY, FLUSH_RETRY_FIRST_DELAY * 2 ** (attempt - 1))
+        with self._cond:
+            if self._give_up_at is not None:
+                delay = max(0.0, min(delay, self._give_up_at - time.monotonic()))
+            # close() notifies: a shutdown does not sit out a 30 s back-off.
+            self._cond.wait(delay)
+
+    def _report_lost(self, batch: list[OutcomeT]) -> None:
+        self._lost += len(batch)
+        shown = ", ".join(str(self._describe(outcome)) for outcome in batch[:LOST_IDS_SHOWN])
+        more = f" and {len(batch) - LOST_IDS_SHOWN} more" if len(batch) > LOST_IDS_SHOWN else ""
+        logger.error(
+            "%s: giving up on %d outcomes, the database stayed unreachable; their rows stay "
+            "pending and a resume will try them again: %s%s",
+            self._name,
+            len(batch),
+            shown,
+            more,
+        )

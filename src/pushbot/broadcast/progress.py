@@ -1,0 +1,261 @@
+"""What the engine tells the outside world about a job: live `Progress` and the final `JobReport`.
+
+Counts are cumulative over the push's whole life (a resumed job starts from what the ledger
+already holds); `elapsed` and the rates are those of the current run.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+from uuid import UUID
+
+from pushbot.broadcast.errors import PURGE_REASONS
+
+RATE_WINDOW_SECONDS = 10
+
+
+class JobKind(StrEnum):
+    PUSH = "push"
+    RETRACT = "retract"
+
+
+class JobState(StrEnum):
+    """Values shared with `PushStatus` mean the same thing (the bot layer compares them)."""
+
+    RUNNING = "running"
+    PAUSED = "paused"  # by an admin, or stopped by a fatal error (see `error`)
+    CANCELLED = "cancelled"
+    DONE = "done"
+    RETRACTED = "retracted"
+    # The engine shut down mid-job: the push stays running/retracting in the ledger and the
+    # next start resumes it.
+    INTERRUPTED = "interrupted"
+    # A push stopped because /undo asked to retract it; a retract job follows at once.
+    SUPERSEDED = "superseded"
+    # The job itself broke (e.g. the database was unreachable at its start); the ledger
+    # still says running, so the next start retries it.
+    FAILED = "failed"
+
+
+FINAL_STATES = frozenset(JobState) - {JobState.RUNNING}
+
+
+@dataclass(frozen=True)
+class Progress:
+    uuid: UUID
+    kind: JobKind
+    state: JobState
+    total: int  # recipients (push) or copies to delete (retract)
+    done: int  # sent + failed
+    sent: int  # delivered (push) or removed, including already gone (retract)
+    failed: int
+    left: int
+    failed_by_reason: dict[str, int]
+    purged: int
+    elapsed: float  # seconds since this run started
+    rate: float  # outcomes per second over the last few seconds
+    eta_seconds: float | None  # None when unknown (nothing done yet, or paused)
+    started_at: datetime
+    flood_wait: float = 0.0  # seconds left on Telegram's retry_after, 0 when not throttled
+    error: str | None = None  # why a job stopped by itself (e.g. "invalid token")
+
+    @property
+    def removed(self) -> int:
+        """Retract jobs: copies deleted or already gone (same number as `sent`)."""
+        return self.sent
+
+    @property
+    def is_active(self) -> bool:
+        return self.state is JobState.RUNNING
+
+
+@dataclass(frozen=True)
+class JobReport:
+    uuid: UUID
+    kind: JobKind
+    state: JobState
+    total: int
+    sent: int  # delivered (push) or removed (retract), cumulative
+    failed: int
+    failed_by_reason: dict[str, int]
+    purged: int
+    elapsed: float  # seconds this run took
+    pace: float  # outcomes per second in this run
+    started_at: datetime
+    finished_at: datetime
+    error: str | None = None
+
+    @property
+    def removed(self) -> int:
+        return self.sent
+
+    @property
+    def left(self) -> int:
+        return max(0, self.total - self.sent - self.failed)
+
+
+@dataclass(frozen=True)
+class Baseline:
+    """What the ledger already held when the run started."""
+
+    total: int = 0
+    sent: int = 0
+    failed_by_reason: Mapping[str, int] = field(default_factory=dict)
+    purged: int = 0
+
+    @staticmethod
+    def purged_among(failed_by_reason: Mapping[str, int]) -> int:
+        """How many of these failures took the chat out of the audience."""
+        return sum(n for reason, n in failed_by_reason.items() if reason in PURGE_REASONS)
+
+
+class RateMeter:
+    """Events per second over a sliding window of whole-second buckets: O(1) per event and
+    no allocation, unlike a deque of timestamps."""
+
+    def __init__(
+        self, window: int = RATE_WINDOW_SECONDS, clock: Callable[[], float] = time.monotonic
+    ):
+        self._window = window
+        self._clock = clock
+        self._counts = [0] * (window + 1)
+        self._seconds = [-1] * (window + 1)
+        self._started = clock()
+
+    def add(self, n: int = 1) -> None:
+        second = int(self._clock())
+        slot = second % len(self._counts)
+        if self._seconds[slot] != second:
+            self._seconds[slot] = second
+            self._counts[slot] = 0
+        self._counts[slot] += n
+
+    def rate(self) -> float:
+        now = self._clock()
+        current = int(now)
+        oldest = current - self._window
+        total = sum(
+            count
+            for count, second in zip(self._counts, self._seconds, strict=True)
+            if oldest < second <= current
+        )
+        # The current second is partial; a young run has not filled the window yet.
+        span = min(now - self._started, self._window - 1 + (now - current))
+        return total / span if span > 0.05 else 0.0
+
+
+class JobTally:
+    """Thread-safe counters of one run, updated by the workers as outcomes come in."""
+
+    def __init__(
+        self,
+        uuid: UUID,
+        kind: JobKind,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.uuid = uuid
+        self.kind = kind
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._state = JobState.RUNNING
+        self._error: str | None = None
+        self._total = 0
+        self._sent = 0
+        self._failed_by_reason: dict[str, int] = {}
+        self._failed = 0
+        self._purged = 0
+        self._done_this_run = 0
+        self._started = clock()
+        self._ended: float | None = None
+        self.started_at = datetime.now(UTC)
+        self._meter = RateMeter(clock=clock)
+
+    def set_baseline(self, baseline: Baseline) -> None:
+        with self._lock:
+            self._total = baseline.total
+            self._sent = baseline.sent
+            self._failed_by_reason = dict(baseline.failed_by_reason)
+            self._failed = sum(baseline.failed_by_reason.values())
+            self._purged = baseline.purged
+
+    def succeeded(self) -> None:
+        with self._lock:
+            self._sent += 1
+            self._done_this_run += 1
+            self._meter.add()
+
+    def failed(self, reason: str, purged: bool) -> None:
+        with self._lock:
+            self._failed += 1
+            self._failed_by_reason[reason] = self._failed_by_reason.get(reason, 0) + 1
+            if purged:
+                self._purged += 1
+            self._done_this_run += 1
+            self._meter.add()
+
+    def set_state(self, state: JobState, error: str | None = None) -> None:
+        with self._lock:
+            self._state = state
+            if error is not None:
+                self._error = error
+            if state in FINAL_STATES and self._ended is None:
+                self._ended = self._clock()
+
+    @property
+    def state(self) -> JobState:
+        with self._lock:
+            return self._state
+
+    def progress(self, flood_wait: float = 0.0) -> Progress:
+        with self._lock:
+            elapsed = self._elapsed()
+            done = self._sent + self._failed
+            left = max(0, self._total - done)
+            state = self._state
+            rate = self._meter.rate() if state is JobState.RUNNING else 0.0
+            return Progress(
+                uuid=self.uuid,
+                kind=self.kind,
+                state=state,
+                total=self._total,
+                done=done,
+                sent=self._sent,
+                failed=self._failed,
+                left=left,
+                failed_by_reason=dict(self._failed_by_reason),
+                purged=self._purged,
+                elapsed=elapsed,
+                rate=rate,
+                eta_seconds=left / rate if rate > 0 else (0.0 if left == 0 else None),
+                started_at=self.started_at,
+                flood_wait=flood_wait if state is JobState.RUNNING else 0.0,
+                error=self._error,
+            )
+
+    def report(self) -> JobReport:
+        with self._lock:
+            elapsed = self._elapsed()
+            return JobReport(
+                uuid=self.uuid,
+                kind=self.kind,
+                state=self._state,
+                total=self._total,
+                sent=self._sent,
+                failed=self._failed,
+                failed_by_reason=dict(self._failed_by_reason),
+                purged=self._purged,
+                elapsed=elapsed,
+                pace=self._done_this_run / elapsed if elapsed > 0 else 0.0,
+                started_at=self.started_at,
+                finished_at=datetime.now(UTC),
+                error=self._error,
+            )
+
+    def _elapsed(self) -> float:
+        end = self._ended if self._ended is not None else self._clock()
+        return end - self._started

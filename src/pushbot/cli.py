@@ -1,0 +1,256 @@
+"""`pushbot run | push | undo | history | demo`.
+
+Bad settings end the command with one line naming the variable (exit code 2), never a
+traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING
+from uuid import UUID
+
+from telegram import Bot, Message
+from telegram.request import HTTPXRequest
+
+from pushbot.config import ConfigError, Settings, load_settings
+from pushbot.logs import configure_logging, token_secrets
+
+if TYPE_CHECKING:
+    from pushbot.broadcast.progress import JobReport
+    from pushbot.runtime import Runtime
+
+EXIT_CONFIG = 2
+EXIT_REFUSED = 3
+PROGRESS_REFRESH_SECONDS = 0.5
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return int(args.handler(args))
+    except ConfigError as exc:
+        print(f"pushbot: configuration error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except KeyboardInterrupt:
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="pushbot", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser(
+        "run", help="run the bot (polling, or webhook when WEBHOOK_URL is set)"
+    ).set_defaults(handler=cmd_run)
+    push = commands.add_parser("push", help="broadcast a text to every subscriber")
+    push.add_argument("text", nargs="?", help="the text (read from stdin when omitted)")
+    push.add_argument(
+        "--admin-chat",
+        type=int,
+        default=None,
+        help="admin chat that holds the source message and the report "
+        "(default: the lowest of ADMIN_IDS)",
+    )
+    push.set_defaults(handler=cmd_push)
+    undo = commands.add_parser("undo", help="retract a broadcast from every chat")
+    undo.add_argument("uuid", type=UUID)
+    undo.set_defaults(handler=cmd_undo)
+    history = commands.add_parser("history", help="recent broadcasts with their counts")
+    history.add_argument("--limit", type=int, default=20)
+    history.set_defaults(handler=cmd_history)
+    demo = commands.add_parser("demo", help="the bot at work against a simulated Telegram")
+    demo.add_argument("--users", type=int, default=500)
+    demo.add_argument("--fast", action="store_true", help="lift Telegram's limits in the demo")
+    demo.set_defaults(handler=cmd_demo)
+    return parser
+
+
+def _settings(require_token: bool = True) -> Settings:
+    settings = load_settings(require_token=require_token)
+    configure_logging(settings.log_level, token_secrets(settings.bot_token))
+    return settings
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from pushbot.bot.app import run
+    from pushbot.runtime import Runtime
+
+    settings = _settings()
+    logging.getLogger("pushbot").info(
+        "starting: %s mode, %d admin(s), database %s",
+        "webhook" if settings.uses_webhook else "polling",
+        len(settings.admin_ids),
+        settings.database_url.split("://", 1)[0],
+    )
+    runtime = Runtime.create(settings)
+    try:
+        run(runtime.build_bot(), settings)
+    finally:
+        runtime.close()
+    return 0
+
+
+def cmd_push(args: argparse.Namespace) -> int:
+    from pushbot.bot.render import render_push_report
+    from pushbot.db import queries
+    from pushbot.db.queries import PushDraft
+    from pushbot.runtime import Runtime
+
+    settings = _settings()
+    text = args.text if args.text is not None else sys.stdin.read()
+    if not text.strip():
+        raise ConfigError("text", "the message to broadcast is empty")
+    admin_chat = _admin_chat(settings, args.admin_chat)
+    runtime = Runtime.create(settings)
+    try:
+        with runtime.session_factory.begin() as session:
+            busy = [p for p in queries.unfinished_pushes(session) if p.status != "paused"]
+        if busy:
+            print(
+                f"pushbot: broadcast {busy[0].uuid} is still {busy[0].status}; one at a time.",
+                file=sys.stderr,
+            )
+            return EXIT_REFUSED
+        source = _call_bot(settings, lambda bot: bot.send_message(admin_chat, text))
+        with runtime.session_factory.begin() as session:
+            push = queries.create_push(
+                session,
+                PushDraft(
+                    text=text,
+                    content_type="text",
+                    source_chat_id=admin_chat,
+                    source_message_id=source.message_id,
+                    admin_id=admin_chat,
+                    preview_message_id=source.message_id,
+                ),
+            )
+            queries.set_push_message_ids(session, push.uuid, report_chat_id=admin_chat)
+        print(f"broadcast {push.uuid}")
+        runtime.broadcaster.start()
+        runtime.broadcaster.launch_push(push.uuid)
+        report = _follow(runtime, push.uuid)
+        summary = render_push_report(report)
+        print(summary)
+        sent = _call_bot(settings, lambda bot: bot.send_message(admin_chat, summary))
+        with runtime.session_factory.begin() as session:
+            queries.set_push_message_ids(session, push.uuid, report_message_id=sent.message_id)
+        return 0
+    finally:
+        runtime.broadcaster.shutdown()
+        runtime.close()
+
+
+def cmd_undo(args: argparse.Namespace) -> int:
+    from pushbot.bot.render import render_retract_report
+    from pushbot.bot.undo import is_too_old
+    from pushbot.db import queries
+    from pushbot.runtime import Runtime
+
+    settings = _settings()
+    runtime = Runtime.create(settings)
+    try:
+        with runtime.session_factory.begin() as session:
+            push = queries.get_push(session, args.uuid)
+        if push is None:
+            print(f"pushbot: no broadcast {args.uuid}", file=sys.stderr)
+            return EXIT_REFUSED
+        if push.deleted or push.status == "retracted":
+            print(f"broadcast {args.uuid} is already retracted")
+            return 0
+        if is_too_old(push):
+            print(
+                "pushbot: older than 48 hours: Telegram no longer lets bots delete it",
+                file=sys.stderr,
+            )
+            return EXIT_REFUSED
+        runtime.broadcaster.start()
+        runtime.broadcaster.launch_retract(args.uuid)
+        print(render_retract_report(_follow(runtime, args.uuid)))
+        return 0
+    finally:
+        runtime.broadcaster.shutdown()
+        runtime.close()
+
+
+def cmd_history(args: argparse.Namespace) -> int:
+    from pushbot.bot.render import excerpt
+    from pushbot.db import queries
+    from pushbot.db.session import create_db_engine, create_session_factory, upgrade_database
+
+    settings = _settings(require_token=False)
+    upgrade_database(settings.database_url)
+    engine = create_db_engine(settings.database_url)
+    try:
+        with create_session_factory(engine).begin() as session:
+            rows = queries.recent_pushes(session, args.limit)
+    finally:
+        engine.dispose()
+    if not rows:
+        print("no broadcasts yet")
+        return 0
+    print(
+        f"{'created (UTC)':16}  {'uuid':36}  {'status':10}  {'sent':>6}  {'failed':>6}  "
+        f"{'removed':>7}  text"
+    )
+    for row in rows:
+        push, counts = row.push, row.counts
+        print(
+            f"{push.created_at:%Y-%m-%d %H:%M}  {push.uuid!s:36}  {push.status:10}  "
+            f"{counts.sent:>6}  {counts.failed:>6}  {counts.retracted:>7}  "
+            f"{excerpt(push.text, push.content_type, 40)}"
+        )
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from pushbot.demo import run_demo
+
+    return run_demo(users=args.users, fast=args.fast)
+
+
+def _admin_chat(settings: Settings, chosen: int | None) -> int:
+    if chosen is not None:
+        return chosen
+    if not settings.admin_ids:
+        raise ConfigError(
+            "ADMIN_IDS", "is required for `pushbot push`: the report goes to an admin"
+        )
+    return min(settings.admin_ids)
+
+
+def _call_bot(settings: Settings, call: Callable[[Bot], Awaitable[Message]]) -> Message:
+    async def go() -> Message:
+        bot = Bot(
+            settings.bot_token,
+            base_url=settings.telegram_base_url,
+            request=HTTPXRequest(connection_pool_size=1),
+        )
+        async with bot:
+            return await call(bot)
+
+    return asyncio.run(go())
+
+
+def _follow(runtime: Runtime, push_uuid: UUID) -> JobReport:
+    """Draw a progress bar in the terminal until the job ends; return its report."""
+    from pushbot.bot.render import progress_bar
+
+    broadcaster = runtime.broadcaster
+    while True:
+        progress = broadcaster.progress(push_uuid)
+        if progress is None or progress.state not in ("running", "paused"):
+            break
+        line = (
+            f"\r{progress_bar(progress.done / progress.total if progress.total else 1.0)}  "
+            f"done {progress.sent}  failed {progress.failed}  left {progress.left}  "
+            f"{progress.rate:5.1f}/s"
+        )
+        print(line, end="", file=sys.stderr, flush=True)
+        time.sleep(PROGRESS_REFRESH_SECONDS)
+    print(file=sys.stderr)
+    return broadcaster.wait(push_uuid)

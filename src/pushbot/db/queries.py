@@ -1,0 +1,691 @@
+"""Every SQL statement of pushbot: the audience and the broadcast ledger.
+
+Rules the callers rely on:
+- functions take a `Session` and never commit: callers own the transaction
+  (`with factory.begin() as session: ...`);
+- plain frozen dataclasses go in and out, never ORM objects;
+- bulk work is one statement (or one executemany) per batch, never a statement per row;
+- behaviour is identical on SQLite and PostgreSQL; datetimes come back timezone-aware in UTC
+  on both (SQLite stores them naive).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import Any, cast, overload
+from uuid import UUID, uuid4
+
+from sqlalchemy import (
+    BindParameter,
+    ColumnElement,
+    CursorResult,
+    DateTime,
+    Row,
+    String,
+    Table,
+    Uuid,
+    and_,
+    bindparam,
+    case,
+    exists,
+    func,
+    literal,
+    or_,
+    select,
+    true,
+    update,
+)
+from sqlalchemy import cast as sql_cast
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from pushbot.db.models import (
+    Chat,
+    DeliveryStatus,
+    PushMessage,
+    PushNotification,
+    PushStatus,
+    RetractStatus,
+)
+
+CHATS = cast(Table, Chat.__table__)
+PUSHES = cast(Table, PushMessage.__table__)
+NOTIFICATIONS = cast(Table, PushNotification.__table__)
+
+TERMINAL_STATUSES = frozenset({PushStatus.DONE, PushStatus.CANCELLED, PushStatus.RETRACTED})
+# What to pick up again after a crash or restart.
+UNFINISHED_STATUSES = (PushStatus.RUNNING, PushStatus.RETRACTING, PushStatus.PAUSED)
+REMOVED_STATUSES = frozenset({RetractStatus.DELETED, RetractStatus.GONE})
+UNKNOWN_REASON = "unknown"
+
+
+# --- data in and out ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ChatInfo:
+    id: int
+    type: str
+    title: str | None = None
+    username: str | None = None
+    first_name: str | None = None
+    language_code: str | None = None
+
+
+@dataclass(frozen=True)
+class ChatRow:
+    id: int
+    type: str
+    title: str | None
+    username: str | None
+    first_name: str | None
+    language_code: str | None
+    subscribed: bool
+    purged_at: datetime | None
+    purge_reason: str | None
+    first_seen: datetime
+    last_seen: datetime
+
+    @property
+    def in_audience(self) -> bool:
+        return self.subscribed and self.purged_at is None
+
+
+@dataclass(frozen=True)
+class AudienceCounts:
+    subscribed: int  # in the audience: subscribed and not purged
+    unsubscribed: int  # not subscribed and not purged
+    purged: int  # purged, whatever the subscription
+
+
+@dataclass(frozen=True)
+class PushDraft:
+    text: str | None
+    content_type: str
+    source_chat_id: int
+    source_message_id: int
+    admin_id: int
+    preview_message_id: int | None = None
+
+
+@dataclass(frozen=True)
+class PushSummary:
+    uuid: UUID
+    text: str | None
+    content_type: str
+    source_chat_id: int
+    source_message_id: int
+    admin_id: int
+    status: str
+    audience_size: int
+    created_at: datetime
+    finished_at: datetime | None
+    deleted: bool
+    deleted_at: datetime | None
+    report_chat_id: int | None
+    report_message_id: int | None
+    status_message_id: int | None
+    preview_message_id: int | None
+
+
+@dataclass(frozen=True)
+class PushCounts:
+    total: int = 0
+    pending: int = 0
+    sent: int = 0
+    failed: int = 0
+    failed_by_reason: dict[str, int] = field(default_factory=dict)
+    retracted: int = 0  # deleted + gone
+    retract_failed: int = 0
+    retract_failed_by_reason: dict[str, int] = field(default_factory=dict)
+    retract_pending: int = 0  # sent, retraction not attempted yet
+
+
+@dataclass(frozen=True)
+class PushHistoryRow:
+    push: PushSummary
+    counts: PushCounts
+
+
+@dataclass(frozen=True)
+class DeliveryOutcome:
+    """`message_id` set: delivered. Otherwise failed with `error`; `purge` drops the chat."""
+
+    chat_id: int
+    message_id: int | None
+    error: str | None
+    purge: bool
+    at: datetime
+
+
+@dataclass(frozen=True)
+class RetractOutcome:
+    chat_id: int
+    status: str  # a RetractStatus value
+    error: str | None
+    at: datetime
+
+
+# --- the audience ------------------------------------------------------------------------------
+
+
+def subscribe_chat(session: Session, chat: ChatInfo, now: datetime | None = None) -> bool:
+    """Put the chat in the audience (creating it if new); True if it was not in it before."""
+    previous = session.execute(
+        select(Chat.subscribed, Chat.purged_at).where(Chat.id == chat.id).with_for_update()
+    ).one_or_none()
+    _upsert_chat(
+        session,
+        chat,
+        _utc(now),
+        on_existing={"subscribed": True, "purged_at": None, "purge_reason": None},
+    )
+    return previous is None or not previous.subscribed or previous.purged_at is not None
+
+
+def unsubscribe_chat(session: Session, chat_id: int) -> bool:
+    """Leave the audience at the chat's request; the row stays. True if it was subscribed."""
+    result = session.execute(
+        update(CHATS)
+        .where(CHATS.c.id == chat_id, CHATS.c.subscribed == true())
+        .values(subscribed=False)
+    )
+    return _rowcount(result) > 0
+
+
+def record_chat(session: Session, chat: ChatInfo, now: datetime | None = None) -> None:
+    """Refresh names and last_seen. A chat we never saw joins the audience (a group the bot
+    was added to, a user writing without /start); an existing subscription is left alone."""
+    _upsert_chat(session, chat, _utc(now), on_existing={})
+
+
+def purge_chat(session: Session, chat_id: int, reason: str, now: datetime | None = None) -> None:
+    """Take an unreachable chat out of the audience; the first recorded reason is kept."""
+    purge_chats(session, {chat_id: reason}, now)
+
+
+def purge_chats(session: Session, reasons: Mapping[int, str], now: datetime | None = None) -> None:
+    moment = _utc(now)
+    _purge(session, ((chat_id, reason, moment) for chat_id, reason in reasons.items()))
+
+
+def restore_chat(session: Session, chat: ChatInfo, now: datetime | None = None) -> None:
+    """The chat is reachable again (unblocked, bot re-added): back in the audience if
+    subscribed. An unknown chat is created subscribed, as by `record_chat`."""
+    _upsert_chat(session, chat, _utc(now), on_existing={"purged_at": None, "purge_reason": None})
+
+
+def audience_counts(session: Session) -> AudienceCounts:
+    not_purged = CHATS.c.purged_at.is_(None)
+    row = session.execute(
+        select(
+            func.count(case((and_(CHATS.c.subscribed == true(), not_purged), 1))),
+            func.count(case((and_(CHATS.c.subscribed != true(), not_purged), 1))),
+            func.count(CHATS.c.purged_at),
+        )
+    ).one()
+    return AudienceCounts(subscribed=row[0], unsubscribed=row[1], purged=row[2])
+
+
+def audience_size(session: Session) -> int:
+    return session.execute(select(func.count()).where(_in_audience())).scalar_one()
+
+
+def get_chat(session: Session, chat_id: int) -> ChatRow | None:
+    row = session.execute(select(CHATS).where(CHATS.c.id == chat_id)).one_or_none()
+    if row is None:
+        return None
+    return ChatRow(
+        id=row.id,
+        type=row.type,
+        title=row.title,
+        username=row.username,
+        first_name=row.first_name,
+        language_code=row.language_code,
+        subscribed=row.subscribed,
+        purged_at=_from_db(row.purged_at),
+        purge_reason=row.purge_reason,
+        first_seen=_from_db_required(row.first_seen),
+        last_seen=_from_db_required(row.last_seen),
+    )
+
+
+def _in_audience() -> ColumnElement[bool]:
+    return and_(CHATS.c.subscribed == true(), CHATS.c.purged_at.is_(None))
+
+
+def _upsert_chat(
+    session: Session, chat: ChatInfo, now: datetime, on_existing: Mapping[str, Any]
+) -> None:
+    """Insert a new subscribed chat, or refresh an existing one's names, last_seen and
+    `on_existing` columns."""
+    names = {
+        "type": _clip(chat.type, CHATS.c.type),
+        "title": _clip(chat.title, CHATS.c.title),
+        "username": _clip(chat.username, CHATS.c.username),
+        "first_name": _clip(chat.first_name, CHATS.c.first_name),
+        "language_code": _clip(chat.language_code, CHATS.c.language_code),
+    }
+    new_row = {
+        "id": chat.id,
+        **names,
+        "subscribed": True,
+        "purged_at": None,
+        "purge_reason": None,
+        "first_seen": now,
+        "last_seen": now,
+    }
+    refreshed: dict[str, Any] = {
+        **names,
+        # Updates about groups carry no language: keep the one a user's message told us.
+        "language_code": func.coalesce(
+            literal(names["language_code"], String()), CHATS.c.language_code
+        ),
+        "last_seen": now,
+        **on_existing,
+    }
+    if _dialect(session) == "postgresql":
+        pg_statement = postgresql.insert(CHATS).values(new_row)
+        session.execute(
+            pg_statement.on_conflict_do_update(index_elements=[CHATS.c.id], set_=refreshed)
+        )
+    else:
+        sqlite_statement = sqlite.insert(CHATS).values(new_row)
+        session.execute(
+            sqlite_statement.on_conflict_do_update(index_elements=[CHATS.c.id], set_=refreshed)
+        )
+
+
+def _purge(session: Session, purges: Iterable[tuple[int, str, datetime]]) -> None:
+    rows = [
+        {"b_chat_id": chat_id, "b_reason": _clip(reason, CHATS.c.purge_reason), "b_at": at}
+        for chat_id, reason, at in purges
+    ]
+    if not rows:
+        return
+    statement = (
+        update(CHATS)
+        # Already purged: keep the first date and cause, that is when the chat was lost.
+        .where(CHATS.c.id == _bind("b_chat_id"), CHATS.c.purged_at.is_(None))
+        .values(purged_at=_bind("b_at"), purge_reason=_bind("b_reason"))
+    )
+    session.execute(statement, rows)
+
+
+# --- broadcasts --------------------------------------------------------------------------------
+
+
+def create_push(session: Session, draft: PushDraft, now: datetime | None = None) -> PushSummary:
+    """Record a new broadcast as running with an empty audience (`enqueue_recipients` fills
+    it). The report chat defaults to the admin's chat, where the preview was shown."""
+    push = PushSummary(
+        uuid=uuid4(),
+        text=draft.text,
+        content_type=_clip(draft.content_type, PUSHES.c.content_type),
+        source_chat_id=draft.source_chat_id,
+        source_message_id=draft.source_message_id,
+        admin_id=draft.admin_id,
+        status=PushStatus.RUNNING.value,
+        audience_size=0,
+        created_at=_utc(now),
+        finished_at=None,
+        deleted=False,
+        deleted_at=None,
+        report_chat_id=draft.source_chat_id,
+        report_message_id=None,
+        status_message_id=None,
+        preview_message_id=draft.preview_message_id,
+    )
+    session.execute(PUSHES.insert().values(asdict(push)))
+    return push
+
+
+def enqueue_recipients(session: Session, push_uuid: UUID, now: datetime | None = None) -> int:
+    """Snapshot the audience as pending recipients (one INSERT ... SELECT) and store its size.
+
+    Idempotent: once a push has recipients, a second call inserts nothing (not even chats that
+    subscribed since) and returns the existing count.
+    """
+    already_enqueued = exists().where(NOTIFICATIONS.c.message_uuid == push_uuid)
+    audience = select(
+        sql_cast(literal(push_uuid, Uuid()), Uuid()),
+        CHATS.c.id,
+        literal(DeliveryStatus.PENDING.value, String()),
+        literal(_utc(now), DateTime(timezone=True)),
+    ).where(_in_audience(), ~already_enqueued)
+    columns = ["message_uuid", "chat_id", "status", "created_at"]
+    # DO NOTHING: two concurrent first calls must not fail on the primary key.
+    if _dialect(session) == "postgresql":
+        pg_insert = postgresql.insert(NOTIFICATIONS).from_select(columns, audience)
+        inserted = session.execute(pg_insert.on_conflict_do_nothing())
+    else:
+        sqlite_insert = sqlite.insert(NOTIFICATIONS).from_select(columns, audience)
+        inserted = session.execute(sqlite_insert.on_conflict_do_nothing())
+    size = _rowcount(inserted)
+    if size == 0:
+        size = session.execute(
+            select(func.count()).where(NOTIFICATIONS.c.message_uuid == push_uuid)
+        ).scalar_one()
+    session.execute(update(PUSHES).where(PUSHES.c.uuid == push_uuid).values(audience_size=size))
+    return size
+
+
+def pending_chat_ids(
+    session: Session, push_uuid: UUID, after_chat_id: int | None, limit: int
+) -> list[int]:
+    """The next `limit` recipients still to send to, in chat id order after `after_chat_id`."""
+    statement = (
+        select(NOTIFICATIONS.c.chat_id)
+        .where(
+            NOTIFICATIONS.c.message_uuid == push_uuid,
+            NOTIFICATIONS.c.status == DeliveryStatus.PENDING.value,
+        )
+        .order_by(NOTIFICATIONS.c.chat_id)
+        .limit(limit)
+    )
+    if after_chat_id is not None:
+        statement = statement.where(NOTIFICATIONS.c.chat_id > after_chat_id)
+    return list(session.execute(statement).scalars())
+
+
+def sent_copies(
+    session: Session, push_uuid: UUID, after_chat_id: int | None, limit: int
+) -> list[tuple[int, int]]:
+    """The next `limit` delivered copies not yet retracted: (chat_id, telegram_message_id)."""
+    statement = (
+        select(NOTIFICATIONS.c.chat_id, NOTIFICATIONS.c.telegram_message_id)
+        .where(
+            NOTIFICATIONS.c.message_uuid == push_uuid,
+            NOTIFICATIONS.c.status == DeliveryStatus.SENT.value,
+            NOTIFICATIONS.c.retract_status.is_(None),
+            NOTIFICATIONS.c.telegram_message_id.is_not(None),
+        )
+        .order_by(NOTIFICATIONS.c.chat_id)
+        .limit(limit)
+    )
+    if after_chat_id is not None:
+        statement = statement.where(NOTIFICATIONS.c.chat_id > after_chat_id)
+    return [(row.chat_id, row.telegram_message_id) for row in session.execute(statement)]
+
+
+def record_deliveries(
+    session: Session, push_uuid: UUID, outcomes: Sequence[DeliveryOutcome]
+) -> None:
+    """Store a batch of send results (one executemany) and purge the chats flagged for it."""
+    if not outcomes:
+        return
+    statement = (
+        update(NOTIFICATIONS)
+        .where(
+            NOTIFICATIONS.c.message_uuid == push_uuid,
+            NOTIFICATIONS.c.chat_id == _bind("b_chat_id"),
+            # A delivered copy is never overwritten: /undo needs its message id.
+            NOTIFICATIONS.c.status != DeliveryStatus.SENT.value,
+        )
+        .values(
+            status=_bind("b_status"),
+            telegram_message_id=_bind("b_message_id"),
+            error=_bind("b_error"),
+            sent_at=_bind("b_sent_at"),
+        )
+    )
+    session.execute(statement, [_delivery_params(outcome) for outcome in outcomes])
+    _purge(
+        session,
+        (
+            (outcome.chat_id, outcome.error or UNKNOWN_REASON, _utc(outcome.at))
+            for outcome in outcomes
+            if outcome.purge
+        ),
+    )
+
+
+def record_retractions(
+    session: Session, push_uuid: UUID, outcomes: Sequence[RetractOutcome]
+) -> None:
+    """Store a batch of deletion results (one executemany)."""
+    if not outcomes:
+        return
+    statement = (
+        update(NOTIFICATIONS)
+        .where(
+            NOTIFICATIONS.c.message_uuid == push_uuid,
+            NOTIFICATIONS.c.chat_id == _bind("b_chat_id"),
+        )
+        .values(
+            retract_status=_bind("b_status"),
+            retract_error=_bind("b_error"),
+            retracted_at=_bind("b_at"),
+        )
+    )
+    session.execute(statement, [_retraction_params(outcome) for outcome in outcomes])
+
+
+def set_push_status(
+    session: Session, push_uuid: UUID, status: str, now: datetime | None = None
+) -> None:
+    """Move a push to `status`; terminal states stamp finished_at, `retracted` also marks
+    the push deleted."""
+    new_status = PushStatus(status)
+    moment = _utc(now)
+    values: dict[str, Any] = {"status": new_status.value}
+    if new_status in TERMINAL_STATUSES:
+        values["finished_at"] = moment
+    if new_status is PushStatus.RETRACTED:
+        values.update(deleted=True, deleted_at=moment)
+    session.execute(update(PUSHES).where(PUSHES.c.uuid == push_uuid).values(values))
+
+
+def set_push_message_ids(
+    session: Session,
+    push_uuid: UUID,
+    *,
+    report_chat_id: int | None = None,
+    report_message_id: int | None = None,
+    status_message_id: int | None = None,
+    preview_message_id: int | None = None,
+) -> None:
+    """Store where the push is shown to the admin; ids passed as None are left unchanged."""
+    given = {
+        "report_chat_id": report_chat_id,
+        "report_message_id": report_message_id,
+        "status_message_id": status_message_id,
+        "preview_message_id": preview_message_id,
+    }
+    values = {name: value for name, value in given.items() if value is not None}
+    if values:
+        session.execute(update(PUSHES).where(PUSHES.c.uuid == push_uuid).values(values))
+
+
+def get_push(session: Session, push_uuid: UUID) -> PushSummary | None:
+    row = session.execute(select(PUSHES).where(PUSHES.c.uuid == push_uuid)).one_or_none()
+    return None if row is None else _summary(row)
+
+
+def find_push_by_message(session: Session, chat_id: int, message_id: int) -> PushSummary | None:
+    """The push whose report, status message or preview is message `message_id` in `chat_id`."""
+    row = session.execute(
+        select(PUSHES)
+        .where(
+            PUSHES.c.report_chat_id == chat_id,
+            or_(
+                PUSHES.c.report_message_id == message_id,
+                PUSHES.c.status_message_id == message_id,
+                PUSHES.c.preview_message_id == message_id,
+            ),
+        )
+        .order_by(PUSHES.c.created_at.desc())
+        .limit(1)
+    ).one_or_none()
+    return None if row is None else _summary(row)
+
+
+def unfinished_pushes(session: Session) -> list[PushSummary]:
+    """Pushes interrupted by a stop or crash (running, retracting, paused), oldest first."""
+    rows = session.execute(
+        select(PUSHES)
+        .where(PUSHES.c.status.in_([status.value for status in UNFINISHED_STATUSES]))
+        .order_by(PUSHES.c.created_at, PUSHES.c.uuid)
+    )
+    return [_summary(row) for row in rows]
+
+
+def push_counts(session: Session, push_uuid: UUID) -> PushCounts:
+    return _counts_for(session, [push_uuid]).get(push_uuid, PushCounts())
+
+
+def recent_pushes(session: Session, limit: int = 10) -> list[PushHistoryRow]:
+    """The latest pushes, newest first, with their counts (two queries whatever the limit)."""
+    pushes = [
+        _summary(row)
+        for row in session.execute(
+            select(PUSHES).order_by(PUSHES.c.created_at.desc(), PUSHES.c.uuid).limit(limit)
+        )
+    ]
+    counts = _counts_for(session, [push.uuid for push in pushes])
+    return [PushHistoryRow(push, counts.get(push.uuid, PushCounts())) for push in pushes]
+
+
+def _delivery_params(outcome: DeliveryOutcome) -> dict[str, Any]:
+    delivered = outcome.message_id is not None
+    return {
+        "b_chat_id": outcome.chat_id,
+        "b_status": (DeliveryStatus.SENT if delivered else DeliveryStatus.FAILED).value,
+        "b_message_id": outcome.message_id,
+        "b_error": None
+        if delivered
+        else _clip(outcome.error or UNKNOWN_REASON, NOTIFICATIONS.c.error),
+        "b_sent_at": _utc(outcome.at) if delivered else None,
+    }
+
+
+def _retraction_params(outcome: RetractOutcome) -> dict[str, Any]:
+    return {
+        "b_chat_id": outcome.chat_id,
+        "b_status": RetractStatus(outcome.status).value,
+        "b_error": _clip(outcome.error, NOTIFICATIONS.c.retract_error),
+        "b_at": _utc(outcome.at),
+    }
+
+
+def _counts_for(session: Session, push_uuids: Sequence[UUID]) -> dict[UUID, PushCounts]:
+    """Counts of several pushes in one GROUP BY query."""
+    if not push_uuids:
+        return {}
+    n = NOTIFICATIONS.c
+    grouping = (n.message_uuid, n.status, n.error, n.retract_status, n.retract_error)
+    rows = session.execute(
+        select(*grouping, func.count().label("n"))
+        .where(n.message_uuid.in_(push_uuids))
+        .group_by(*grouping)
+    )
+    tallies: defaultdict[UUID, _Tally] = defaultdict(_Tally)
+    for row in rows:
+        tallies[row.message_uuid].add(row)
+    return {push_uuid: tally.counts() for push_uuid, tally in tallies.items()}
+
+
+class _Tally:
+    """Adds up GROUP BY rows (status, error, retract_status, retract_error, n) of one push."""
+
+    def __init__(self) -> None:
+        self.by_status: defaultdict[str, int] = defaultdict(int)
+        self.by_retract_status: defaultdict[str | None, int] = defaultdict(int)
+        self.failed_by_reason: defaultdict[str, int] = defaultdict(int)
+        self.retract_failed_by_reason: defaultdict[str, int] = defaultdict(int)
+
+    def add(self, row: Row[Any]) -> None:
+        self.by_status[row.status] += row.n
+        if row.status == DeliveryStatus.FAILED:
+            self.failed_by_reason[row.error or UNKNOWN_REASON] += row.n
+        if row.status == DeliveryStatus.SENT:
+            self.by_retract_status[row.retract_status] += row.n
+        if row.retract_status == RetractStatus.FAILED:
+            self.retract_failed_by_reason[row.retract_error or UNKNOWN_REASON] += row.n
+
+    def counts(self) -> PushCounts:
+        return PushCounts(
+            total=sum(self.by_status.values()),
+            pending=self.by_status[DeliveryStatus.PENDING],
+            sent=self.by_status[DeliveryStatus.SENT],
+            failed=self.by_status[DeliveryStatus.FAILED],
+            failed_by_reason=dict(self.failed_by_reason),
+            retracted=sum(self.by_retract_status[status] for status in REMOVED_STATUSES),
+            retract_failed=self.by_retract_status[RetractStatus.FAILED],
+            retract_failed_by_reason=dict(self.retract_failed_by_reason),
+            retract_pending=self.by_retract_status[None],
+        )
+
+
+def _summary(row: Row[Any]) -> PushSummary:
+    return PushSummary(
+        uuid=row.uuid,
+        text=row.text,
+        content_type=row.content_type,
+        source_chat_id=row.source_chat_id,
+        source_message_id=row.source_message_id,
+        admin_id=row.admin_id,
+        status=row.status,
+        audience_size=row.audience_size,
+        created_at=_from_db_required(row.created_at),
+        finished_at=_from_db(row.finished_at),
+        deleted=row.deleted,
+        deleted_at=_from_db(row.deleted_at),
+        report_chat_id=row.report_chat_id,
+        report_message_id=row.report_message_id,
+        status_message_id=row.status_message_id,
+        preview_message_id=row.preview_message_id,
+    )
+
+
+# --- helpers -----------------------------------------------------------------------------------
+
+
+def _dialect(session: Session) -> str:
+    return session.get_bind().dialect.name
+
+
+def _bind(name: str) -> BindParameter[Any]:
+    """A per-row parameter of an executemany; names must differ from column names."""
+    return bindparam(name)
+
+
+def _rowcount(result: object) -> int:
+    # DML executed through a Session returns a CursorResult, typed as a plain Result.
+    return cast(CursorResult[Any], result).rowcount
+
+
+def _utc(moment: datetime | None) -> datetime:
+    """`moment` (naive means UTC) or now, as an aware UTC datetime.
+
+    SQLite keeps only the wall-clock time, so everything is stored in UTC to stay comparable.
+    """
+    if moment is None:
+        return datetime.now(UTC)
+    if moment.tzinfo is None:
+        return moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC)
+
+
+def _from_db(value: datetime | None) -> datetime | None:
+    return None if value is None else _utc(value)
+
+
+def _from_db_required(value: datetime) -> datetime:
+    return _utc(value)
+
+
+@overload
+def _clip(value: str, column: ColumnElement[Any]) -> str: ...
+@overload
+def _clip(value: str | None, column: ColumnElement[Any]) -> str | None: ...
+def _clip(value: str | None, column: ColumnElement[Any]) -> str | None:
+    """Cut text to the column's length: PostgreSQL rejects what SQLite would silently store
+    (a long Telegram error must not fail a whole batch of outcomes)."""
+    length = getattr(column.type, "length", None)
+    if value is None or length is None:
+        return value
+    return value[:length]

@@ -1,0 +1,168 @@
+"""`pushbot demo`: the real bot at work against a simulated Telegram, no token needed.
+
+It starts the Bot API stand-in with a crowd of simulated people, runs the real bot
+(the same code path as `pushbot run`) against it on an embedded SQLite database, plays the
+people and an admin through /start, /stop, /push and /undo, and prints what they saw.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from pushbot.config import Settings
+from pushbot.logs import configure_logging, token_secrets
+from pushbot.runtime import BotThread, Runtime
+from pushbot.standin.server import StandIn, StandInConfig
+
+ADMIN_ID = 1000
+WAIT = 120.0
+
+
+def say(who: str, text: str) -> None:
+    indented = text.replace("\n", "\n" + " " * 14)
+    print(f"{who:>12}: {indented}")
+
+
+def run_demo(users: int = 500, fast: bool = False) -> int:
+    config = StandInConfig(latency=(0.0, 0.0) if fast else (0.03, 0.12), limits_enabled=not fast)
+    with tempfile.TemporaryDirectory(prefix="pushbot-demo-") as workdir, StandIn(config) as tg:
+        settings = Settings(
+            bot_token=tg.token,
+            admin_ids=frozenset({ADMIN_ID}),
+            database_url=f"sqlite:///{Path(workdir) / 'pushbot.sqlite3'}",
+            telegram_base_url=tg.base_url,
+            broadcast_rate=1000.0 if fast else 29.8,
+            log_level="WARNING",
+        )
+        configure_logging(settings.log_level, token_secrets(settings.bot_token))
+        runtime = Runtime.create(settings)
+        try:
+            with BotThread(runtime):
+                _play(tg, runtime, users)
+        finally:
+            runtime.close()
+    return 0
+
+
+def _play(tg: StandIn, runtime: Runtime, users: int) -> None:
+    print(
+        f"== A simulated Telegram on {tg.base_url.rsplit('/', 1)[0]} with {users} people "
+        "and one admin; the real bot polls it.\n"
+    )
+    tg.add_user(ADMIN_ID, first_name="Ada", username="ada_admin")
+    people = tg.add_users(users, start_id=5000)
+    _step("Everyone sends /start")
+    first = tg.send_text(people[0], "/start")
+    del first
+    for user_id in people[1:]:
+        tg.send_text(user_id, "/start")
+    say("Alice", "/start")
+    say("bot", tg.wait_for_message(people[0], timeout=WAIT)["text"])
+    _wait_until(
+        lambda: all(tg.inbox(u) for u in people),
+        "every /start answered",
+        lambda: sum(1 for u in people if tg.inbox(u)),
+        len(people),
+    )
+    blocked, deactivated, stopped = people[-20:], people[-30:-20], people[-35:-30]
+    _step(
+        f"{len(stopped)} send /stop, {len(blocked)} block the bot, {len(deactivated)} delete "
+        "their accounts (Telegram tells the bot nothing about those)"
+    )
+    for user_id in stopped:
+        tg.send_text(user_id, "/stop")
+    for user_id in blocked:
+        tg.set_user_state(user_id, "blocked")
+    for user_id in deactivated:
+        tg.set_user_state(user_id, "deactivated", notify=False)
+    _wait_until(
+        lambda: _audience(runtime).subscribed == users - 25,
+        "the audience to settle",
+        lambda: _audience(runtime).subscribed,
+        users - 25,
+    )
+    counts = _audience(runtime)
+    print(
+        f"   audience: {counts.subscribed} subscribed, {counts.unsubscribed} unsubscribed, "
+        f"{counts.purged} purged\n"
+    )
+
+    _step("The admin broadcasts with /push")
+    tg.send_text(ADMIN_ID, "/push")
+    say("Ada", "/push")
+    say("bot", tg.wait_for_message(ADMIN_ID, timeout=WAIT)["text"])
+    announcement = "🎉 Version 2 is out! Reply /help to see what is new."
+    tg.send_text(ADMIN_ID, announcement)
+    say("Ada", announcement)
+    confirm = tg.wait_for_message(ADMIN_ID, lambda m: "reply_markup" in m, timeout=WAIT)
+    say("bot", "[preview] " + announcement)
+    say("bot", confirm["text"] + "   [✅ Send] [✖️ Cancel]")
+    tg.press_button(ADMIN_ID, ADMIN_ID, confirm["message_id"], "push:send")
+    say("Ada", "presses ✅ Send")
+    started = time.monotonic()
+    report = _await_report(tg, "Broadcast finished", confirm["message_id"])
+    say("bot", report["text"])
+    exact = _one_copy_each(tg, people, stopped + blocked + deactivated)
+    print(f"   ({time.monotonic() - started:.1f} s; exactly one copy per subscriber: {exact})\n")
+    say("Bob", "receives: " + tg.inbox(people[1])[-1].get("text", ""))
+    counts = _audience(runtime)
+    print(
+        f"   audience now: {counts.subscribed} subscribed, {counts.purged} purged "
+        "(the deactivated accounts were purged by the broadcast)\n"
+    )
+
+    _step("The admin replies /undo to the report")
+    tg.send_text(ADMIN_ID, "/undo", reply_to_message_id=report["message_id"])
+    say("Ada", "/undo  (as a reply to the report)")
+    ask = tg.wait_for_message(ADMIN_ID, lambda m: "Delete it" in m.get("text", ""), timeout=WAIT)
+    say("bot", ask["text"] + "   [🗑 Retract] [✖️ Keep]")
+    data = ask["reply_markup"]["inline_keyboard"][0][0]["callback_data"]
+    tg.press_button(ADMIN_ID, ADMIN_ID, ask["message_id"], data)
+    say("Ada", "presses 🗑 Retract")
+    done = _await_report(tg, "retracted", ask["message_id"])
+    say("bot", done["text"])
+    left = sum(1 for u in people if any(m.get("copied_from") for m in tg.inbox(u)))
+    print(f"   copies still visible anywhere: {left}\n")
+    print("== Done. `pushbot history` would list the broadcast as retracted.")
+
+
+def _audience(runtime: Runtime) -> Any:
+    from pushbot.db import queries
+
+    with runtime.session_factory.begin() as session:
+        return queries.audience_counts(session)
+
+
+def _await_report(tg: StandIn, phrase: str, status_message_id: int) -> dict[str, Any]:
+    return tg.wait_for_message(
+        ADMIN_ID,
+        lambda m: phrase in m.get("text", "") and m.get("message_id", 0) > status_message_id,
+        timeout=WAIT,
+    )
+
+
+def _one_copy_each(tg: StandIn, people: list[int], excluded: list[int]) -> bool:
+    copies: dict[int, int] = {}
+    for call in tg.calls("copyMessage"):
+        if call.status == 200 and call.chat_id is not None:
+            copies[call.chat_id] = copies.get(call.chat_id, 0) + 1
+    gone = set(excluded)
+    return all(copies.get(u, 0) == (0 if u in gone else 1) for u in people)
+
+
+def _step(title: str) -> None:
+    print(f"-- {title}")
+
+
+def _wait_until(done: Callable[[], bool], what: str, count: Callable[[], int], total: int) -> None:
+    deadline = time.monotonic() + WAIT
+    while not done():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out waiting for {what}")
+        print(f"\r   waiting for {what}: {count()}/{total}", end="", flush=True)
+        time.sleep(0.5)
+    print(f"\r   {what}: {count()}/{total}" + " " * 10)

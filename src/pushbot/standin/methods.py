@@ -1,0 +1,575 @@
+"""The Bot API methods, applied to the world with Telegram's checks and error texts.
+
+`BotApi.execute` is the only entry point: it takes already-validated parameters (see
+`spec.Spec.parse_params`), runs the handler under the world lock, records the call and
+returns the HTTP status and JSON body.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+from pushbot.standin.errors import CHAT_NOT_FOUND, ApiError, bad_request, forbidden
+from pushbot.standin.errors import too_many_requests as flood_error
+from pushbot.standin.formatting import MAX_CAPTION_LENGTH, MAX_TEXT_LENGTH, parse_text, utf16_len
+from pushbot.standin.spec import Upload
+from pushbot.standin.updates import QueuedUpdate
+from pushbot.standin.world import (
+    BLOCKED,
+    DEACTIVATED,
+    DELETE_WINDOW_SECONDS,
+    KICKED,
+    LEFT,
+    SENDING_METHODS,
+    Chat,
+    JsonDict,
+    StoredMessage,
+    World,
+    unix_now,
+)
+
+Params = dict[str, Any]
+Handler = Callable[[Params, float], Any]
+
+# Every call that puts, changes or removes a message counts against the flood limits.
+LIMITED_METHODS = SENDING_METHODS | {
+    "editMessageText",
+    "editMessageReplyMarkup",
+    "deleteMessage",
+    "deleteMessages",
+}
+# Methods after which the HTTP side must look at the update queue again.
+UPDATE_ROUTING_METHODS = frozenset({"setWebhook", "deleteWebhook", "getUpdates"})
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
+CHAT_ACTIONS = frozenset(
+    {
+        "typing",
+        "upload_photo",
+        "record_video",
+        "upload_video",
+        "record_voice",
+        "upload_voice",
+        "upload_document",
+        "choose_sticker",
+        "find_location",
+        "record_video_note",
+        "upload_video_note",
+    }
+)
+# Message fields that are content (copied by copyMessage) rather than envelope.
+CONTENT_FIELDS = (
+    "text",
+    "entities",
+    "link_preview_options",
+    "photo",
+    "caption",
+    "caption_entities",
+    "show_caption_above_media",
+    "has_media_spoiler",
+    "document",
+    "video",
+    "animation",
+    "audio",
+    "voice",
+    "video_note",
+    "sticker",
+    "contact",
+    "location",
+    "venue",
+    "dice",
+    "poll",
+)
+_MEDIA_FIELDS = frozenset({"photo", "document", "video", "animation", "audio", "voice"})
+_SECRET_TOKEN = re.compile(r"[A-Za-z0-9_-]{1,256}")
+_COMMAND_NAME = re.compile(r"[a-z0-9_]{1,32}")
+NOT_MODIFIED = (
+    "message is not modified: specified new message content and reply markup are exactly "
+    "the same as a current content and reply markup of the message"
+)
+QUERY_TOO_OLD = "query is too old and response timeout expired or query ID is invalid"
+
+
+@dataclass(frozen=True, slots=True)
+class Described:
+    """A result Telegram sends with a human-readable description (setWebhook & co.)."""
+
+    result: Any
+    description: str
+
+
+class BotApi:
+    def __init__(self, world: World) -> None:
+        self.world = world
+        self.handlers: dict[str, Handler] = {
+            "getMe": self.get_me,
+            "logOut": self.log_out,
+            "close": self.close,
+            "setWebhook": self.set_webhook,
+            "deleteWebhook": self.delete_webhook,
+            "getWebhookInfo": self.get_webhook_info,
+            "setMyCommands": self.set_my_commands,
+            "getMyCommands": self.get_my_commands,
+            "deleteMyCommands": self.delete_my_commands,
+            "sendMessage": self.send_message,
+            "sendPhoto": self.send_photo,
+            "copyMessage": self.copy_message,
+            "forwardMessage": self.forward_message,
+            "editMessageText": self.edit_message_text,
+            "editMessageReplyMarkup": self.edit_message_reply_markup,
+            "deleteMessage": self.delete_message,
+            "deleteMessages": self.delete_messages,
+            "answerCallbackQuery": self.answer_callback_query,
+            "sendChatAction": self.send_chat_action,
+            "getChat": self.get_chat,
+        }
+
+    # -- entry points -----------------------------------------------------------------------
+
+    def execute(self, method: str, params: Params) -> tuple[int, bytes]:
+        world = self.world
+        with world.lock:
+            now = time.monotonic()
+            try:
+                body = _success_body(self.handlers[method](params, now))
+                status, description = 200, None
+            except ApiError as err:
+                status, description, body = err.code, err.description, err.body()
+            world.record(method, params, status, description, now)
+        if method in UPDATE_ROUTING_METHODS:
+            world.notify()
+        return status, body
+
+    def take_updates(self, params: Params) -> list[QueuedUpdate]:
+        """getUpdates without the waiting (the server does the long-poll wait)."""
+        queue = self.world.updates
+        if queue.webhook is None:
+            queue.set_allowed(params.get("allowed_updates"))
+        limit = min(max(params.get("limit", 100), 1), 100)
+        return queue.take(params.get("offset"), limit)
+
+    # -- chats, limits, reachability ----------------------------------------------------------
+
+    def resolve_chat(self, chat_id: int | str) -> Chat:
+        chat = self.world.chats.get(chat_id) if isinstance(chat_id, int) else None
+        if chat is None and isinstance(chat_id, str):
+            chat = self._chat_by_username(chat_id)
+        if chat is None:
+            raise bad_request(CHAT_NOT_FOUND)
+        return chat
+
+    def _chat_by_username(self, name: str) -> Chat | None:
+        if not name.startswith("@"):
+            return None
+        wanted = name[1:].lower()
+        for chat in self.world.chats.values():
+            if chat.is_group and str(chat.chat.get("username", "")).lower() == wanted:
+                return chat
+        return None
+
+    def target(self, method: str, params: Params, now: float, key: str = "chat_id") -> Chat:
+        """The destination chat after the flood limits and Telegram's 403 checks."""
+        if key not in params:
+            raise bad_request("chat_id is empty")
+        chat = self.resolve_chat(params[key])
+        if method in LIMITED_METHODS:
+            paid = params.get("allow_paid_broadcast") is True
+            retry_after = self.world.limiter.check(chat.id, chat.is_group, paid, now)
+            if retry_after is not None:
+                raise flood_error(retry_after)
+        _ensure_reachable(chat)
+        return chat
+
+    # -- service methods --------------------------------------------------------------------
+
+    def get_me(self, params: Params, now: float) -> JsonDict:
+        return {
+            **self.world.bot_user,
+            "can_join_groups": True,
+            "can_read_all_group_messages": not self.world.config.privacy_mode,
+            "supports_inline_queries": False,
+            "can_connect_to_business": False,
+            "has_main_web_app": False,
+        }
+
+    def log_out(self, params: Params, now: float) -> bool:
+        return True
+
+    def close(self, params: Params, now: float) -> bool:
+        return True
+
+    def set_webhook(self, params: Params, now: float) -> Described:
+        url: str = params["url"]
+        queue = self.world.updates
+        drop = params.get("drop_pending_updates") is True
+        if url == "":
+            was_set = queue.delete_webhook(drop)
+            return Described(True, "Webhook was deleted" if was_set else "Webhook is already deleted")
+        _check_webhook_url(url)
+        secret = params.get("secret_token")
+        if secret is not None and not _SECRET_TOKEN.fullmatch(secret):
+            raise bad_request("secret token contains unallowed characters")
+        max_connections = min(max(params.get("max_connections", 40), 1), 100)
+        queue.set_allowed(params.get("allowed_updates"))
+        current = queue.webhook
+        if (
+            current is not None
+            and (current.url, current.secret_token, current.max_connections)
+            == (url, secret, max_connections)
+            and not drop
+        ):
+            return Described(True, "Webhook is already set")
+        queue.set_webhook(url, secret, max_connections, drop)
+        return Described(True, "Webhook was set")
+
+    def delete_webhook(self, params: Params, now: float) -> Described:
+        was_set = self.world.updates.delete_webhook(params.get("drop_pending_updates") is True)
+        return Described(True, "Webhook was deleted" if was_set else "Webhook is already deleted")
+
+    def get_webhook_info(self, params: Params, now: float) -> JsonDict:
+        return webhook_info(self.world)
+
+    def set_my_commands(self, params: Params, now: float) -> bool:
+        commands: list[JsonDict] = params["commands"]
+        if len(commands) > 100:
+            raise bad_request("too many commands specified")
+        for command in commands:
+            if not _COMMAND_NAME.fullmatch(command["command"].lstrip("/")):
+                raise bad_request("BOT_COMMAND_INVALID")
+            if not 1 <= len(command["description"]) <= 256:
+                raise bad_request("BOT_COMMAND_DESCRIPTION_INVALID")
+        key = self._commands_key(params)
+        self.world.commands[key] = [
+            {"command": c["command"].lstrip("/"), "description": c["description"]}
+            for c in commands
+        ]
+        return True
+
+    def get_my_commands(self, params: Params, now: float) -> list[JsonDict]:
+        return list(self.world.commands.get(self._commands_key(params), []))
+
+    def delete_my_commands(self, params: Params, now: float) -> bool:
+        self.world.commands.pop(self._commands_key(params), None)
+        return True
+
+    def _commands_key(self, params: Params) -> tuple[str, str]:
+        scope: JsonDict = dict(params.get("scope") or {"type": "default"})
+        if "chat_id" in scope:
+            scope["chat_id"] = self.resolve_chat(scope["chat_id"]).id
+        return scope_key(scope), params.get("language_code", "")
+
+    def answer_callback_query(self, params: Params, now: float) -> bool:
+        answered = self.world.callback_queries.get(params["callback_query_id"])
+        if answered is None or answered:
+            raise bad_request(QUERY_TOO_OLD)
+        if len(params.get("text", "")) > 200:
+            raise bad_request("MESSAGE_TOO_LONG")
+        self.world.callback_queries[params["callback_query_id"]] = True
+        return True
+
+    def send_chat_action(self, params: Params, now: float) -> bool:
+        self.target("sendChatAction", params, now)
+        if params["action"] not in CHAT_ACTIONS:
+            raise bad_request("wrong parameter action in request")
+        return True
+
+    def get_chat(self, params: Params, now: float) -> JsonDict:
+        chat = self.resolve_chat(params["chat_id"])
+        return {
+            **chat.chat,
+            "accent_color_id": 0,
+            "max_reaction_count": 11,
+            "accepted_gift_types": {
+                "unlimited_gifts": False,
+                "limited_gifts": False,
+                "unique_gifts": False,
+                "premium_subscription": False,
+                "gifts_from_channels": False,
+            },
+        }
+
+    # -- sending ----------------------------------------------------------------------------
+
+    def send_message(self, params: Params, now: float) -> JsonDict:
+        chat = self.target("sendMessage", params, now)
+        text, entities = formatted(params, "text", "entities", MAX_TEXT_LENGTH)
+        if not text.strip():
+            raise bad_request("message text is empty")
+        content: JsonDict = {"text": text}
+        if entities:
+            content["entities"] = entities
+        if "link_preview_options" in params:
+            content["link_preview_options"] = params["link_preview_options"]
+        return self._store_bot_message(chat, content, params).data
+
+    def send_photo(self, params: Params, now: float) -> JsonDict:
+        chat = self.target("sendPhoto", params, now)
+        content: JsonDict = {"photo": self._photo(params["photo"])}
+        self._apply_caption(content, params)
+        if params.get("has_spoiler") is True:
+            content["has_media_spoiler"] = True
+        if params.get("show_caption_above_media") is True:
+            content["show_caption_above_media"] = True
+        return self._store_bot_message(chat, content, params).data
+
+    def _photo(self, photo: str | Upload) -> list[JsonDict]:
+        if isinstance(photo, Upload):
+            return self.world.new_photo()
+        if not photo.strip():
+            raise bad_request("wrong file identifier/HTTP URL specified")
+        if photo.startswith(("http://", "https://")):
+            return self.world.new_photo()  # never fetched: the stand-in stays off the network
+        return self.world.new_photo(photo)
+
+    def copy_message(self, params: Params, now: float) -> JsonDict:
+        source_chat = self.resolve_chat(params["from_chat_id"])
+        chat = self.target("copyMessage", params, now)
+        source = self._source_message(source_chat, params["message_id"], "copy")
+        content = {k: source.data[k] for k in CONTENT_FIELDS if k in source.data}
+        if not content:
+            raise bad_request("message can't be copied")
+        if "caption" in params and _MEDIA_FIELDS & content.keys():
+            content.pop("caption", None)
+            content.pop("caption_entities", None)
+            self._apply_caption(content, params)
+        copied_from = (source_chat.id, source.data["message_id"])
+        stored = self._store_bot_message(chat, content, params, copied_from)
+        return {"message_id": stored.data["message_id"]}
+
+    def forward_message(self, params: Params, now: float) -> JsonDict:
+        source_chat = self.resolve_chat(params["from_chat_id"])
+        chat = self.target("forwardMessage", params, now)
+        source = self._source_message(source_chat, params["message_id"], "forward")
+        content: JsonDict = {
+            "forward_origin": source.data.get("forward_origin")
+            or {"type": "user", "date": source.data["date"], "sender_user": source.data["from"]}
+        }
+        content.update((k, source.data[k]) for k in CONTENT_FIELDS if k in source.data)
+        return self._store_bot_message(chat, content, {**params, "reply_markup": None}).data
+
+    def _source_message(self, chat: Chat, message_id: int, verb: str) -> StoredMessage:
+        source = chat.messages.get(message_id)
+        if source is None:
+            raise bad_request(f"message to {verb} not found")
+        if source.data.get("has_protected_content"):
+            raise bad_request("message has protected content and can't be forwarded")
+        return source
+
+    def _apply_caption(self, content: JsonDict, params: Params) -> None:
+        caption, entities = formatted(params, "caption", "caption_entities", MAX_CAPTION_LENGTH)
+        if caption:
+            content["caption"] = caption
+        if entities:
+            content["caption_entities"] = entities
+
+    def _store_bot_message(
+        self,
+        chat: Chat,
+        content: JsonDict,
+        params: Params,
+        copied_from: tuple[int, int] | None = None,
+    ) -> StoredMessage:
+        markup = inline_markup(params.get("reply_markup"))
+        if markup is not None:
+            content["reply_markup"] = markup
+        if params.get("protect_content") is True:
+            content["has_protected_content"] = True
+        reply_to = self._reply_target(chat, params.get("reply_parameters"))
+        world = self.world
+        return world.store_message(
+            chat, world.bot_user, content, by_bot=True, reply_to=reply_to, copied_from=copied_from
+        )
+
+    def _reply_target(self, chat: Chat, reply: JsonDict | None) -> StoredMessage | None:
+        if reply is None:
+            return None
+        where = self.resolve_chat(reply["chat_id"]) if "chat_id" in reply else chat
+        target = where.messages.get(reply["message_id"])
+        if target is None and not reply.get("allow_sending_without_reply"):
+            raise bad_request("message to be replied not found")
+        return target
+
+    # -- editing and deleting ---------------------------------------------------------------
+
+    def _editable(self, method: str, params: Params, now: float) -> StoredMessage:
+        if "inline_message_id" in params:
+            raise bad_request("inline messages are not supported by the stand-in")
+        if "message_id" not in params:
+            raise bad_request("message identifier is not specified")
+        chat = self.target(method, params, now)
+        stored = chat.messages.get(params["message_id"])
+        if stored is None:
+            raise bad_request("message to edit not found")
+        if not stored.by_bot:
+            raise bad_request("message can't be edited")
+        return stored
+
+    def edit_message_text(self, params: Params, now: float) -> JsonDict:
+        stored = self._editable("editMessageText", params, now)
+        data = stored.data
+        if "text" not in data:
+            raise bad_request("there is no text in the message to edit")
+        text, entities = formatted(params, "text", "entities", MAX_TEXT_LENGTH)
+        if not text.strip():
+            raise bad_request("message text is empty")
+        markup = inline_markup(params.get("reply_markup"))
+        unchanged = (data["text"], data.get("entities", []), data.get("reply_markup"))
+        if unchanged == (text, entities, markup):
+            raise bad_request(NOT_MODIFIED)
+        data["text"] = text
+        _set_or_drop(data, "entities", entities or None)
+        _set_or_drop(data, "reply_markup", markup)
+        data["edit_date"] = unix_now()
+        return data
+
+    def edit_message_reply_markup(self, params: Params, now: float) -> JsonDict:
+        stored = self._editable("editMessageReplyMarkup", params, now)
+        data = stored.data
+        markup = inline_markup(params.get("reply_markup"))
+        if data.get("reply_markup") == markup:
+            raise bad_request(NOT_MODIFIED)
+        _set_or_drop(data, "reply_markup", markup)
+        data["edit_date"] = unix_now()
+        return data
+
+    def delete_message(self, params: Params, now: float) -> bool:
+        chat = self.target("deleteMessage", params, now)
+        problem = _deletion_problem(chat, chat.messages.get(params["message_id"]))
+        if problem is not None:
+            raise bad_request(problem)
+        del chat.messages[params["message_id"]]
+        return True
+
+    def delete_messages(self, params: Params, now: float) -> bool:
+        message_ids: list[int] = params["message_ids"]
+        if not 1 <= len(message_ids) <= 100:
+            raise bad_request("too many messages to delete" if message_ids else "message identifiers are not specified")
+        chat = self.target("deleteMessages", params, now)
+        for message_id in message_ids:
+            if _deletion_problem(chat, chat.messages.get(message_id)) is None:
+                del chat.messages[message_id]
+        return True
+
+
+# ---------------------------------------------------------------------------------------------
+# helpers
+
+
+def _success_body(result: Any) -> bytes:
+    if isinstance(result, Described):
+        payload = {"ok": True, "result": result.result, "description": result.description}
+    else:
+        payload = {"ok": True, "result": result}
+    return json.dumps(payload, ensure_ascii=False).encode()
+
+
+def _ensure_reachable(chat: Chat) -> None:
+    person = chat.person
+    if person is not None:
+        if person.state == BLOCKED:
+            raise forbidden("bot was blocked by the user")
+        if person.state == DEACTIVATED:
+            raise forbidden("user is deactivated")
+        return
+    kind = "supergroup chat" if chat.type == "supergroup" else "group chat"
+    if chat.bot_status == KICKED:
+        raise forbidden(f"bot was kicked from the {kind}")
+    if chat.bot_status == LEFT:
+        raise forbidden(f"bot is not a member of the {kind}")
+
+
+def _deletion_problem(chat: Chat, stored: StoredMessage | None) -> str | None:
+    if stored is None:
+        return "message to delete not found"
+    if chat.is_group and not stored.by_bot:
+        return "message can't be deleted"
+    if stored.data["date"] < unix_now() - DELETE_WINDOW_SECONDS:
+        return "message can't be deleted for everyone"
+    return None
+
+
+def _check_webhook_url(url: str) -> None:
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise bad_request("bad webhook: An HTTPS URL must be provided for webhook")
+    if parts.hostname not in LOOPBACK_HOSTS:
+        raise bad_request("bad webhook: the stand-in only delivers to loopback addresses")
+
+
+def _set_or_drop(data: JsonDict, key: str, value: Any) -> None:
+    if value is None:
+        data.pop(key, None)
+    else:
+        data[key] = value
+
+
+def formatted(
+    params: Params, text_key: str, entities_key: str, max_length: int
+) -> tuple[str, list[JsonDict]]:
+    """Text and entities after parse_mode; explicit entities win over parse_mode."""
+    raw: str = params.get(text_key, "")
+    if entities_key in params:
+        text, entities = raw, list(params[entities_key])
+    else:
+        text, entities = parse_text(raw, params.get("parse_mode"))
+    if utf16_len(text) > max_length:
+        problem = "message caption is too long" if text_key == "caption" else "message is too long"
+        raise bad_request(problem)
+    return text, entities
+
+
+def inline_markup(markup: JsonDict | None) -> JsonDict | None:
+    """The inline keyboard as it will show in the Message (reply keyboards do not)."""
+    if not markup or "inline_keyboard" not in markup:
+        return None
+    for button in _buttons(markup):
+        actions = button.keys() - {"text", "icon_custom_emoji_id", "style"}
+        if not actions:
+            raise bad_request(
+                "can't parse inline keyboard button: Text buttons are unallowed in the "
+                "inline keyboard"
+            )
+        data = button.get("callback_data")
+        if data is not None and not 1 <= len(data.encode()) <= 64:
+            raise bad_request("BUTTON_DATA_INVALID")
+    return markup
+
+
+def _buttons(markup: JsonDict) -> Iterator[JsonDict]:
+    for row in markup.get("inline_keyboard", []):
+        yield from row
+
+
+def callback_datas(markup: JsonDict | None) -> list[str]:
+    if not markup:
+        return []
+    return [b["callback_data"] for b in _buttons(markup) if "callback_data" in b]
+
+
+def scope_key(scope: JsonDict) -> str:
+    return json.dumps(scope, sort_keys=True)
+
+
+def webhook_info(world: World) -> JsonDict:
+    queue = world.updates
+    webhook = queue.webhook
+    info: JsonDict = {
+        "url": webhook.url if webhook else "",
+        "has_custom_certificate": False,
+        "pending_update_count": queue.pending_count(),
+    }
+    if webhook is None:
+        return info
+    info["ip_address"] = "127.0.0.1"
+    info["max_connections"] = webhook.max_connections
+    if queue.allowed is not None:
+        info["allowed_updates"] = sorted(queue.allowed)
+    if webhook.last_error_date is not None:
+        info["last_error_date"] = webhook.last_error_date
+        info["last_error_message"] = webhook.last_error_message
+    return info

@@ -1,0 +1,125 @@
+"""SIGKILL the real bot process mid-job; the next start carries on from the ledger."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from datetime import UTC, datetime
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from pushbot.db import queries
+from pushbot.standin.server import StandIn
+from tests.fixtures.process import BotProcess
+
+ADMIN = 1000
+WORKERS = 30
+RECIPIENTS = 300
+
+
+def _seed_audience(factory: sessionmaker[Session], user_ids: list[int]) -> None:
+    with factory.begin() as session:
+        for user_id in user_ids:
+            queries.subscribe_chat(
+                session, queries.ChatInfo(id=user_id, type="private"), now=datetime.now(UTC)
+            )
+
+
+def _copies(tg: StandIn) -> Counter[int]:
+    return Counter(
+        c.chat_id
+        for c in tg.calls("copyMessage")
+        if c.status == 200 and c.chat_id is not None and c.chat_id != ADMIN
+    )
+
+
+def _start_bot(tg: StandIn, proc: BotProcess, db_url: str) -> None:
+    proc.env.update(
+        BOT_TOKEN=tg.token,
+        TELEGRAM_BASE_URL=tg.base_url,
+        ADMIN_IDS=str(ADMIN),
+        DATABASE_URL=db_url,
+        BROADCAST_WORKERS=str(WORKERS),
+        LOG_LEVEL="INFO",
+    )
+    proc.start()
+
+
+def _launch_push(tg: StandIn) -> int:
+    tg.send_text(ADMIN, "/push Survive a crash")
+    confirm = tg.wait_for_message(ADMIN, lambda m: "Send it?" in m.get("text", ""), timeout=30)
+    tg.press_button(ADMIN, ADMIN, confirm["message_id"], "push:send")
+    return int(confirm["message_id"])
+
+
+def test_sigkill_mid_broadcast_loses_nobody_and_duplicates_at_most_the_workers(
+    standin: StandIn, bot_process: BotProcess, db_url: str, session_factory: sessionmaker[Session]
+) -> None:
+    standin.add_user(ADMIN)
+    users = standin.add_users(RECIPIENTS)
+    _seed_audience(session_factory, users)
+    _start_bot(standin, bot_process, db_url)
+    _launch_push(standin)
+    standin.wait_for(lambda: len(_copies(standin)) >= RECIPIENTS // 3, timeout=60)
+    bot_process.kill()
+    delivered_before = len(_copies(standin))
+    assert delivered_before < RECIPIENTS, "the kill should land mid-broadcast"
+    time.sleep(0.5)
+
+    _start_bot(standin, bot_process, db_url)
+    standin.wait_for_message(ADMIN, lambda m: "resuming" in m.get("text", ""), timeout=60)
+    report = standin.wait_for_message(
+        ADMIN, lambda m: "Broadcast finished" in m.get("text", ""), timeout=90
+    )
+
+    copies = _copies(standin)
+    assert set(copies) == set(users), "every recipient got the message"
+    duplicates = sum(n - 1 for n in copies.values())
+    assert duplicates <= WORKERS, f"{duplicates} duplicates"
+    assert f"Delivered: {RECIPIENTS}" in report["text"] or "Delivered:" in report["text"]
+    with session_factory.begin() as session:
+        (push,) = queries.recent_pushes(session, 1)
+    assert push.push.status == "done"
+    assert push.counts.sent == RECIPIENTS and push.counts.pending == 0
+
+
+def test_sigkill_mid_undo_carries_on_with_only_what_is_left(
+    standin: StandIn, bot_process: BotProcess, db_url: str, session_factory: sessionmaker[Session]
+) -> None:
+    standin.add_user(ADMIN)
+    users = standin.add_users(RECIPIENTS)
+    _seed_audience(session_factory, users)
+    _start_bot(standin, bot_process, db_url)
+    status_id = _launch_push(standin)
+    report = standin.wait_for_message(
+        ADMIN,
+        lambda m: "Broadcast finished" in m.get("text", "") and m["message_id"] > status_id,
+        timeout=90,
+    )
+
+    standin.send_text(ADMIN, "/undo", reply_to_message_id=report["message_id"])
+    ask = standin.wait_for_message(ADMIN, lambda m: "Delete it" in m.get("text", ""), timeout=30)
+    standin.press_button(
+        ADMIN,
+        ADMIN,
+        ask["message_id"],
+        ask["reply_markup"]["inline_keyboard"][0][0]["callback_data"],
+    )
+    deletes = lambda: sum(1 for c in standin.calls("deleteMessage") if c.status == 200)  # noqa: E731
+    standin.wait_for(lambda: deletes() >= RECIPIENTS // 3, timeout=60)
+    bot_process.kill()
+    assert deletes() < RECIPIENTS
+
+    _start_bot(standin, bot_process, db_url)
+    standin.wait_for_message(
+        ADMIN,
+        lambda m: "retracted" in m.get("text", "").lower() and "Removed" in m.get("text", ""),
+        timeout=90,
+    )
+    assert all(not any(m.get("copied_from") for m in standin.inbox(u)) for u in users)
+    per_chat = Counter(c.params["chat_id"] for c in standin.calls("deleteMessage"))
+    assert sum(n - 1 for n in per_chat.values()) <= WORKERS
+    with session_factory.begin() as session:
+        (row,) = queries.recent_pushes(session, 1)
+    assert row.push.status == "retracted" and row.push.deleted
+    assert row.counts.retracted == RECIPIENTS

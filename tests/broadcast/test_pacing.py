@@ -1,0 +1,314 @@
+"""The shared Pacer and the Application's SharedRateLimiter."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from telegram.error import RetryAfter
+
+from pushbot.broadcast.pacing import (
+    Pacer,
+    SharedRateLimiter,
+    chat_key,
+    is_paced_endpoint,
+    retry_after_seconds,
+)
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_reservations_are_evenly_spaced_at_the_rate() -> None:
+    clock = FakeClock()
+    pacer = Pacer(rate=10, clock=clock)
+    waits = [pacer.reserve() for _ in range(4)]
+    assert waits == pytest.approx([0.0, 0.1, 0.2, 0.3])
+
+
+def test_a_burst_goes_at_once_then_the_rate_applies() -> None:
+    clock = FakeClock()
+    pacer = Pacer(rate=10, burst=3, clock=clock)
+    waits = [pacer.reserve() for _ in range(5)]
+    assert waits == pytest.approx([0.0, 0.0, 0.0, 0.1, 0.2])
+
+
+def test_idle_time_does_not_bank_credit_beyond_the_burst() -> None:
+    clock = FakeClock()
+    pacer = Pacer(rate=10, clock=clock)
+    pacer.reserve()
+    clock.now += 60
+    assert [pacer.reserve() for _ in range(3)] == pytest.approx([0.0, 0.1, 0.2])
+
+
+def test_the_gate_delays_every_later_reservation_and_keeps_the_pace_after_it() -> None:
+    clock = FakeClock()
+    pacer = Pacer(rate=10, clock=clock)
+    pacer.block_for(5.0)
+    assert pacer.gate_remaining() == pytest.approx(5.0)
+    assert [pacer.reserve() for _ in range(3)] == pytest.approx([5.0, 5.1, 5.2])
+
+
+def test_a_shorter_retry_after_never_shortens_the_gate() -> None:
+    clock = FakeClock()
+    pacer = Pacer(rate=10, clock=clock)
+    pacer.block_for(5.0)
+    pacer.block_for(1.0)
+    assert pacer.gate_remaining() == pytest.approx(5.0)
+
+
+def test_threads_together_keep_to_the_rate() -> None:
+    pacer = Pacer(rate=50)
+    stamps: list[float] = []
+    lock = threading.Lock()
+
+    def work() -> None:
+        for _ in range(10):
+            assert pacer.acquire()
+            with lock:
+                stamps.append(time.monotonic())
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    started = time.monotonic()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    # 40 slots at 50/s: the last one is 39 intervals after the first.
+    assert max(stamps) - started == pytest.approx(39 / 50, abs=0.1)
+    stamps.sort()
+    gaps = [b - a for a, b in zip(stamps, stamps[1:], strict=False)]
+    assert sum(gaps) / len(gaps) == pytest.approx(1 / 50, rel=0.25)
+
+
+def test_block_for_pauses_every_user_not_only_the_caller() -> None:
+    pacer = Pacer(rate=200)
+    stamps: list[float] = []
+    lock = threading.Lock()
+    stop = threading.Event()
+
+    def work() -> None:
+        while not stop.is_set():
+            if pacer.acquire(stop):
+                with lock:
+                    stamps.append(time.monotonic())
+
+    threads = [threading.Thread(target=work) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    time.sleep(0.2)
+    blocked_at = time.monotonic()
+    pacer.block_for(0.5)
+    time.sleep(0.8)
+    stop.set()
+    for thread in threads:
+        thread.join()
+    # A slot booked just before the gate may still fire right at blocked_at.
+    during_gate = [t for t in stamps if blocked_at + 0.02 < t < blocked_at + 0.5]
+    assert during_gate == []
+    after_gate = [t for t in stamps if t >= blocked_at + 0.5]
+    assert after_gate, "the pacer opened again after the gate"
+    # No burst when the gate opens: the first 10 slots after it are spread at the rate.
+    assert after_gate[min(9, len(after_gate) - 1)] - after_gate[0] >= 0.035
+
+
+def test_acquire_returns_false_when_stopped_while_waiting() -> None:
+    pacer = Pacer(rate=10)
+    pacer.block_for(30)
+    stop = threading.Event()
+    result: list[bool] = []
+    thread = threading.Thread(target=lambda: result.append(pacer.acquire(stop)))
+    thread.start()
+    time.sleep(0.1)
+    started = time.monotonic()
+    stop.set()
+    thread.join(timeout=5)
+    assert result == [False]
+    assert time.monotonic() - started < 1
+
+
+def test_async_and_thread_callers_share_one_budget() -> None:
+    pacer = Pacer(rate=40)
+    stamps: list[float] = []
+    lock = threading.Lock()
+
+    def thread_work() -> None:
+        for _ in range(10):
+            pacer.acquire()
+            with lock:
+                stamps.append(time.monotonic())
+
+    async def coroutine_work() -> None:
+        for _ in range(10):
+            await pacer.acquire_async()
+            with lock:
+                stamps.append(time.monotonic())
+
+    async def main() -> None:
+        await asyncio.gather(coroutine_work(), coroutine_work())
+
+    thread = threading.Thread(target=thread_work)
+    started = time.monotonic()
+    thread.start()
+    asyncio.run(main())
+    thread.join()
+    assert len(stamps) == 30
+    assert max(stamps) - started == pytest.approx(29 / 40, abs=0.12)
+
+
+def test_async_acquire_honours_the_gate() -> None:
+    pacer = Pacer(rate=1000)
+    pacer.block_for(0.3)
+
+    async def main() -> float:
+        started = time.monotonic()
+        await pacer.acquire_async()
+        return time.monotonic() - started
+
+    assert asyncio.run(main()) >= 0.29
+
+
+def test_retry_after_seconds_reads_int_and_timedelta() -> None:
+    assert retry_after_seconds(RetryAfter(7)) == 7.0
+    assert retry_after_seconds(RetryAfter(timedelta(seconds=2.5))) == 2.5
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "paced"),
+    [
+        ("sendMessage", True),
+        ("copyMessage", True),
+        ("editMessageText", True),
+        ("deleteMessage", True),
+        ("forwardMessage", True),
+        ("getUpdates", False),
+        ("getMe", False),
+        ("answerCallbackQuery", False),
+        ("deleteWebhook", False),
+        ("setMyCommands", False),
+        ("getChat", False),
+    ],
+)
+def test_which_endpoints_spend_the_budget(endpoint: str, paced: bool) -> None:
+    assert is_paced_endpoint(endpoint) is paced
+
+
+def test_chat_keys() -> None:
+    assert chat_key(5) == 5
+    assert chat_key("-100") == -100
+    assert chat_key("@Channel") == "@channel"
+    assert chat_key(None) is None
+
+
+class Recorder:
+    """A stand-in for ptb's request callback: records call times, can fail a few times."""
+
+    def __init__(self, failures: list[Exception] | None = None) -> None:
+        self.calls: list[float] = []
+        self.failures = list(failures or [])
+
+    async def __call__(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        self.calls.append(time.monotonic())
+        if self.failures:
+            raise self.failures.pop(0)
+        return {"ok": True}
+
+
+def run_requests(
+    limiter: SharedRateLimiter, endpoint: str, chat_ids: list[Any], recorder: Recorder
+) -> list[Any]:
+    async def main() -> list[Any]:
+        return list(
+            await asyncio.gather(
+                *(
+                    limiter.process_request(
+                        recorder, (), {}, endpoint, {"chat_id": chat_id}, None
+                    )
+                    for chat_id in chat_ids
+                )
+            )
+        )
+
+    return asyncio.run(main())
+
+
+def test_rate_limiter_paces_each_private_chat() -> None:
+    limiter = SharedRateLimiter(Pacer(rate=1000), private_chat_rate=10, private_chat_burst=1)
+    recorder = Recorder()
+    started = time.monotonic()
+    run_requests(limiter, "sendMessage", [5, 5, 5, 6], recorder)
+    # Chat 5 gets 3 messages at 10/s; chat 6 is not held up by chat 5.
+    assert max(recorder.calls) - started == pytest.approx(0.2, abs=0.08)
+    assert sorted(recorder.calls)[1] - started < 0.05
+
+
+def test_rate_limiter_paces_groups_slower() -> None:
+    limiter = SharedRateLimiter(
+        Pacer(rate=1000), group_chat_rate=5, group_chat_burst=1, private_chat_rate=1000
+    )
+    recorder = Recorder()
+    started = time.monotonic()
+    run_requests(limiter, "sendMessage", [-100, -100, 7, 7], recorder)
+    assert max(recorder.calls) - started == pytest.approx(0.2, abs=0.08)
+
+
+def test_rate_limiter_retries_retry_after_and_gates_everyone() -> None:
+    pacer = Pacer(rate=1000)
+    limiter = SharedRateLimiter(pacer, max_retries=2)
+    recorder = Recorder([RetryAfter(timedelta(seconds=0.3))])
+    started = time.monotonic()
+    assert run_requests(limiter, "sendMessage", [1], recorder) == [{"ok": True}]
+    assert len(recorder.calls) == 2
+    assert recorder.calls[1] - started >= 0.3
+    # The broadcaster's workers share this pacer: they were held back too.
+    blocked = Pacer(rate=1000)
+    limiter2 = SharedRateLimiter(blocked)
+    run_requests(limiter2, "sendMessage", [2], Recorder([RetryAfter(timedelta(seconds=0.5))]))
+    assert blocked.gate_remaining() == 0.0  # the retry waited the gate out
+
+
+def test_rate_limiter_gives_up_after_max_retries() -> None:
+    pacer = Pacer(rate=1000)
+    limiter = SharedRateLimiter(pacer, max_retries=1)
+    recorder = Recorder([RetryAfter(timedelta(seconds=0.1)), RetryAfter(timedelta(seconds=0.2))])
+    with pytest.raises(RetryAfter):
+        run_requests(limiter, "sendMessage", [1], recorder)
+    assert len(recorder.calls) == 2
+    assert pacer.gate_remaining() > 0  # the gate stays closed for the other users
+
+
+def test_rate_limiter_never_delays_get_updates_or_callback_answers() -> None:
+    pacer = Pacer(rate=1)
+    pacer.block_for(30)
+    limiter = SharedRateLimiter(pacer)
+    recorder = Recorder()
+    started = time.monotonic()
+
+    async def main() -> None:
+        await limiter.process_request(recorder, (), {}, "getUpdates", {}, None)
+        await limiter.process_request(
+            recorder, (), {}, "answerCallbackQuery", {"callback_query_id": "1"}, None
+        )
+
+    asyncio.run(main())
+    assert len(recorder.calls) == 2
+    assert time.monotonic() - started < 0.5
+
+
+def test_rate_limiter_waits_for_a_gate_closed_by_the_broadcaster() -> None:
+    pacer = Pacer(rate=1000)
+    limiter = SharedRateLimiter(pacer)
+    pacer.block_for(0.3)
+    recorder = Recorder()
+    started = time.monotonic()
+    run_requests(limiter, "editMessageText", [1], recorder)
+    assert recorder.calls[0] - started >= 0.29

@@ -1,0 +1,76 @@
+"""`pushbot run` start-up: bad settings give one clear line; good ones serve the stand-in."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pushbot.standin.server import StandIn
+from tests.fixtures.process import BotProcess, base_env
+
+
+def _run(env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "pushbot", "run"],
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+@pytest.mark.parametrize(
+    ("env", "variable"),
+    [
+        ({}, "BOT_TOKEN"),
+        ({"BOT_TOKEN": "not-a-token"}, "BOT_TOKEN"),
+        ({"BOT_TOKEN": "1:abcdefgh", "ADMIN_IDS": "@ada"}, "ADMIN_IDS"),
+        ({"BOT_TOKEN": "1:abcdefgh", "BROADCAST_WORKERS": "many"}, "BROADCAST_WORKERS"),
+        ({"BOT_TOKEN": "1:abcdefgh", "BROADCAST_RATE": "45"}, "BROADCAST_RATE"),
+        ({"BOT_TOKEN": "1:abcdefgh", "DATABASE_URL": "mysql://x"}, "DATABASE_URL"),
+        ({"BOT_TOKEN": "1:abcdefgh", "WEBHOOK_URL": "https://example.org/hook"}, "WEBHOOK_SECRET"),
+    ],
+)
+def test_bad_settings_stop_start_up_with_one_line(
+    env: dict[str, str], variable: str, tmp_path: Path
+) -> None:
+    result = _run(base_env(**env), tmp_path)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert variable in lines[0] and "Traceback" not in result.stderr
+
+
+def test_dotenv_is_read_and_the_environment_wins(tmp_path: Path) -> None:
+    (tmp_path / ".env").write_text("BOT_TOKEN=1:abcdefgh\nADMIN_IDS=oops\n")
+    result = _run(base_env(), tmp_path)
+    assert result.returncode == 2 and "ADMIN_IDS" in result.stderr
+    result = _run(base_env(ADMIN_IDS="42", BOT_TOKEN="bad"), tmp_path)
+    assert result.returncode == 2 and "BOT_TOKEN" in result.stderr
+
+
+def test_run_polls_the_standin_and_answers_start(
+    standin: StandIn, bot_process: BotProcess, tmp_path: Path
+) -> None:
+    bot_process.env.update(
+        BOT_TOKEN=standin.token,
+        TELEGRAM_BASE_URL=standin.base_url,
+        ADMIN_IDS="1000",
+        LOG_LEVEL="DEBUG",
+    )
+    bot_process.start()
+    user = standin.add_user(first_name="Alice")
+    standin.send_text(user, "/start")
+    reply = standin.wait_for_message(user, timeout=30)
+    assert "Welcome" in reply["text"]
+    assert (tmp_path / "pushbot.sqlite3").exists(), "the embedded SQLite default is used"
+    bot_process.stop()
+    output = bot_process.output()
+    # The token never appears in the logs, at any level, in any form.
+    secret = standin.token.split(":", 1)[1]
+    assert secret not in output and standin.token not in output
+    assert "getUpdates" in output or "DEBUG" in output
