@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +21,9 @@ DEFAULT_TELEGRAM_BASE_URL = "https://api.telegram.org/bot"
 # never sees a 429 even with progress edits and replies to users sharing the budget.
 DEFAULT_BROADCAST_RATE = 29.8
 PAID_BROADCAST_MAX_RATE = 1000.0
+# str.isdigit() accepts '²' and int() accepts '1_0': only plain ASCII digits are ids here.
+DIGITS = re.compile(r"[0-9]+")
+TOKEN_PATTERN = re.compile(r"[0-9]+:[A-Za-z0-9_-]+")
 
 
 class ConfigError(ValueError):
@@ -77,7 +81,7 @@ def _parse(values: Mapping[str, str], require_token: bool) -> Settings:
     token = get("BOT_TOKEN")
     if token is None and require_token:
         raise ConfigError("BOT_TOKEN", "is required (the token @BotFather gave you)")
-    if token is not None and (":" not in token or not token.split(":", 1)[0].isdigit()):
+    if token is not None and not TOKEN_PATTERN.fullmatch(token):
         raise ConfigError(
             "BOT_TOKEN", "is malformed: expected '<digits>:<secret>' as @BotFather gives"
         )
@@ -121,7 +125,7 @@ def _admin_ids(raw: str | None) -> frozenset[int]:
         item = part.strip()
         if not item:
             continue
-        if not item.lstrip("-").isdigit():
+        if not DIGITS.fullmatch(item):
             raise ConfigError(
                 "ADMIN_IDS",
                 f"{item!r} is not a numeric Telegram user id (usernames are not accepted)",
@@ -153,10 +157,9 @@ def _base_url(raw: str | None) -> str:
 def _integer(name: str, raw: str | None, default: int, low: int, high: int) -> int:
     if raw is None:
         return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ConfigError(name, f"must be a whole number, got {raw!r}") from None
+    if not DIGITS.fullmatch(raw):
+        raise ConfigError(name, f"must be a whole number, got {raw!r}")
+    value = int(raw)
     if not low <= value <= high:
         raise ConfigError(name, f"must be between {low} and {high}, got {value}")
     return value

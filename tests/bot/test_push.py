@@ -93,9 +93,9 @@ def test_cancel_button_and_cancel_command_send_nothing(fast_bot: BotHarness) -> 
     )
     mark = bot.last_message_id()
     bot.say("/push")
-    bot.next_reply(mark)
+    asked = bot.next_reply(mark)
     bot.say("/cancel")
-    assert "nothing was sent" in bot.next_reply(mark + 1)["text"]
+    assert "nothing was sent" in bot.next_reply(asked["message_id"])["text"]
     assert bot.tg.count("copyMessage", 200) == 0 or all(
         call.chat_id == ADMIN_ID for call in bot.tg.calls("copyMessage")
     )

@@ -38,6 +38,11 @@ FLUSH_INTERVAL = 1.0
 # keeps the senders busy for longer than this (a flush is a few ms), so that a paced
 # broadcast commits a couple of times a second rather than once per message.
 MIN_FLUSH_SLACK = 0.05
+# Unpaced (limits lifted, paid broadcasts), outcomes arrive faster than a transaction per
+# outcome can be afforded: a commit costs ~1 ms of Python (GIL) time, as much as a send.
+# So a starved writer still waits for a quarter of the slots, or for STARVED_HOLD at most.
+STARVED_BATCH_FRACTION = 4
+STARVED_HOLD = 0.02
 FLUSH_RETRY_FIRST_DELAY = 0.5
 FLUSH_RETRY_MAX_DELAY = 30.0
 CLOSE_DEADLINE = 30.0
@@ -127,19 +132,24 @@ class OutcomeWriter(Generic[OutcomeT]):
         self._factory = session_factory
         self._write = write
         self._slots = slots
+        self._starved_batch = max(1, slots // STARVED_BATCH_FRACTION)
         self._pacer = pacer
         self._batch_size = batch_size
         self._interval = interval
         self._close_deadline = close_deadline
         self._on_write_error = on_write_error
         self._describe = describe_outcome
-        self._cond = threading.Condition()
+        # One lock, two wake-up lists: the writer is not woken for every slot handed back
+        # and the feeder not for every outcome handed in (each needless wake-up costs GIL
+        # time on the event loop's critical path).
+        self._lock = threading.Lock()
+        self._writer_wake = threading.Condition(self._lock)
+        self._slots_back = threading.Condition(self._lock)
         self._free = slots
         self._outstanding = 0  # slots taken whose send has not answered yet
         self._buffer: list[OutcomeT] = []
         self._oldest_at = 0.0
-        self._flushing = 0
-        self._starved = 0
+        self._starved = False
         self._closing = False
         self._give_up_at: float | None = None
         self._last_flush_seconds = 0.0
@@ -155,15 +165,17 @@ class OutcomeWriter(Generic[OutcomeT]):
 
     def take_slot(self, stop: threading.Event) -> bool:
         """Block until fewer than `slots` sends are uncommitted; False if `stop` is set."""
-        with self._cond:
-            while self._free == 0:
-                if stop.is_set():
-                    return False
-                self._starved += 1
-                self._cond.notify_all()
-                # The stop event cannot wake a Condition: poll it, only while starved.
-                self._cond.wait(0.1)
-                self._starved -= 1
+        with self._lock:
+            if self._free == 0:
+                self._starved = True
+                self._writer_wake.notify()  # it may want to flush now rather than later
+                while self._free == 0:
+                    if stop.is_set():
+                        self._starved = False
+                        return False
+                    # The stop event cannot wake a Condition: poll it, only while starved.
+                    self._slots_back.wait(0.1)
+                self._starved = False
             if stop.is_set():
                 return False
             self._free -= 1
@@ -171,37 +183,43 @@ class OutcomeWriter(Generic[OutcomeT]):
             return True
 
     def give_back_slot(self) -> None:
-        with self._cond:
+        with self._lock:
             self._free += 1
             self._outstanding -= 1
-            self._cond.notify_all()
+            self._slots_back.notify_all()
 
     def submit(self, outcome: OutcomeT) -> None:
-        with self._cond:
+        with self._lock:
             self._outstanding -= 1
+            if not self._outstanding:
+                self._slots_back.notify_all()  # for wait_for_senders
             self._buffer.append(outcome)
             size = len(self._buffer)
             if size == 1:
                 self._oldest_at = time.monotonic()
             # Wake the writer only when its decision may change, not for every outcome.
-            if size == 1 or size >= self._batch_size or self._starved or not self._outstanding:
-                self._cond.notify_all()
+            if (
+                size == 1
+                or size >= self._batch_size
+                or (self._starved and size >= self._starved_batch)
+            ):
+                self._writer_wake.notify()
 
     # --- lifecycle -------------------------------------------------------------------------
 
     def wait_for_senders(self) -> None:
         """Wait until every slot taken has been answered by `submit` or `give_back_slot`."""
-        with self._cond:
+        with self._lock:
             while self._outstanding:
-                self._cond.wait(0.1)
+                self._slots_back.wait(0.1)
 
     def close(self) -> int:
         """Flush what is left and stop the thread; returns how many outcomes were lost
         (the database stayed unreachable past the deadline; each was logged)."""
-        with self._cond:
+        with self._lock:
             self._closing = True
             self._give_up_at = time.monotonic() + self._close_deadline
-            self._cond.notify_all()
+            self._writer_wake.notify()
         if self._thread.is_alive():
             self._thread.join()
         return self._lost
@@ -217,31 +235,29 @@ class OutcomeWriter(Generic[OutcomeT]):
     @property
     def uncommitted(self) -> int:
         """Sends under way or awaiting commit (never more than `slots`)."""
-        with self._cond:
+        with self._lock:
             return self._slots - self._free
 
     # --- writer thread ---------------------------------------------------------------------
 
     def _run(self) -> None:
         while True:
-            with self._cond:
+            with self._lock:
                 while True:
                     due, timeout = self._flush_due()
                     if due:
                         break
                     if self._closing and not self._buffer:
                         return
-                    self._cond.wait(timeout)
+                    self._writer_wake.wait(timeout)
                 batch, self._buffer = self._buffer, []
-                self._flushing = len(batch)
             committed = self._commit(batch)
-            with self._cond:
-                self._flushing = 0
+            with self._lock:
                 self._free += len(batch)
                 if committed:
                     self._committed += len(batch)
                     self._flushes += 1
-                self._cond.notify_all()
+                self._slots_back.notify_all()
 
     def _flush_due(self) -> tuple[bool, float | None]:
         """Whether to flush now; otherwise how long to sleep before asking again."""
@@ -253,13 +269,17 @@ class OutcomeWriter(Generic[OutcomeT]):
         if wait <= 0:
             return True, None
         if self._starved and self._free == 0:
-            if len(self._buffer) >= self._slots:
-                return True, None  # nothing is in flight any more: every worker is idle
+            if len(self._buffer) >= self._starved_batch:
+                return True, None
             slack = max(MIN_FLUSH_SLACK, 2 * self._last_flush_seconds)
             backlog = self._pacer.backlog() if self._pacer is not None else 0.0
-            if backlog <= slack:
+            if backlog > slack:
+                # The pacer, not the ledger, holds the senders back: let outcomes gather.
+                return False, min(wait, backlog - slack)
+            hold = self._oldest_at + STARVED_HOLD - time.monotonic()
+            if hold <= 0:
                 return True, None
-            wait = min(wait, backlog - slack)
+            wait = min(wait, hold)
         return False, wait
 
     def _commit(self, batch: list[OutcomeT]) -> bool:
@@ -304,16 +324,16 @@ class OutcomeWriter(Generic[OutcomeT]):
                 logger.exception("%s: write-error callback failed", self._name)
 
     def _must_give_up(self) -> bool:
-        with self._cond:
+        with self._lock:
             return self._give_up_at is not None and time.monotonic() >= self._give_up_at
 
     def _sleep_before_retry(self, attempt: int) -> None:
         delay = min(FLUSH_RETRY_MAX_DELAY, FLUSH_RETRY_FIRST_DELAY * 2 ** (attempt - 1))
-        with self._cond:
+        with self._lock:
             if self._give_up_at is not None:
                 delay = max(0.0, min(delay, self._give_up_at - time.monotonic()))
             # close() notifies: a shutdown does not sit out a 30 s back-off.
-            self._cond.wait(delay)
+            self._writer_wake.wait(delay)
 
     def _report_lost(self, batch: list[OutcomeT]) -> None:
         self._lost += len(batch)

@@ -16,13 +16,17 @@ class ApiError(Exception):
         self.retry_after = retry_after
 
     def payload(self) -> dict[str, Any]:
-        body: dict[str, Any] = {"ok": False, "error_code": self.code, "description": self.description}
+        body: dict[str, Any] = {
+            "ok": False,
+            "error_code": self.code,
+            "description": self.description,
+        }
         if self.retry_after is not None:
             body["parameters"] = {"retry_after": self.retry_after}
         return body
 
     def body(self) -> bytes:
-        return json.dumps(self.payload()).encode()
+        return json.dumps(self.payload(), separators=(",", ":")).encode()
 
 
 def bad_request(problem: str) -> ApiError:

@@ -99,7 +99,9 @@ _HTML_SIMPLE_TAGS = {
     "blockquote": "blockquote",
 }
 _HTML_TAGS = {*_HTML_SIMPLE_TAGS, "a", "span", "tg-emoji", "tg-time"}
-_HTML_ATTRIBUTE = re.compile(r"""\s*([A-Za-z0-9_-]+)\s*=\s*("[^"]*"|'[^']*'|[^\s>]+)|\s*([A-Za-z0-9_-]+)""")
+_HTML_ATTRIBUTE = re.compile(
+    r"""\s*([A-Za-z0-9_-]+)\s*=\s*("[^"]*"|'[^']*'|[^\s>]+)|\s*([A-Za-z0-9_-]+)"""
+)
 _HTML_ENTITY = re.compile(r"&(#[0-9]{1,7}|#x[0-9a-fA-F]{1,6}|lt|gt|amp|quot);")
 
 
@@ -138,15 +140,17 @@ class _HtmlParser:
 
     def _start_tag(self, lt: int) -> int:
         src = self.source
-        gt = src.find(">", lt)
-        if gt < 0:
-            raise _parse_error(f"Unclosed start tag at byte offset {_byte_offset(src, lt)}")
         name_end = lt + 1
-        while name_end < gt and not src[name_end].isspace() and src[name_end] != "/":
+        while name_end < len(src) and not src[name_end].isspace() and src[name_end] not in "/>":
             name_end += 1
         name = src[lt + 1 : name_end].lower()
         if name not in _HTML_TAGS:
-            raise _parse_error(f'Unsupported start tag "{name}" at byte offset {_byte_offset(src, lt)}')
+            raise _parse_error(
+                f'Unsupported start tag "{name}" at byte offset {_byte_offset(src, lt)}'
+            )
+        gt = src.find(">", name_end)
+        if gt < 0:
+            raise _parse_error(f"Unclosed start tag at byte offset {_byte_offset(src, lt)}")
         attributes = {
             (m.group(1) or m.group(3)).lower(): (m.group(2) or "").strip("\"'")
             for m in _HTML_ATTRIBUTE.finditer(src, name_end, gt)
@@ -179,7 +183,12 @@ class _HtmlParser:
         length = self.out.length - tag.start
         language = tag.attributes.get("class", "")
         parent = self.stack[-1] if self.stack else None
-        if tag.name == "code" and parent and parent.name == "pre" and language.startswith("language-"):
+        if (
+            tag.name == "code"
+            and parent
+            and parent.name == "pre"
+            and language.startswith("language-")
+        ):
             # <pre><code class="language-x"> is one pre entity with a language.
             parent.language = language[len("language-") :]
             return
@@ -306,7 +315,9 @@ class _MarkdownV2Parser:
     def _close_quote(self) -> None:
         if self.quote_start is not None and self.out.length > self.quote_start:
             length = self.out.length - self.quote_start
-            self.entities.append({"type": "blockquote", "offset": self.quote_start, "length": length})
+            self.entities.append(
+                {"type": "blockquote", "offset": self.quote_start, "length": length}
+            )
         self.quote_start = None
 
     def _mark_at(self, i: int) -> str | None:
@@ -412,7 +423,11 @@ class _MarkdownParser:
             if first and " " not in first:
                 language, inner = first, rest
         self.out.add(inner)
-        entity: Entity = {"type": _MD_TYPES[mark], "offset": start, "length": self.out.length - start}
+        entity: Entity = {
+            "type": _MD_TYPES[mark],
+            "offset": start,
+            "length": self.out.length - start,
+        }
         if language:
             entity["language"] = language
         self.entities.append(entity)

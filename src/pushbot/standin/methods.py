@@ -8,6 +8,7 @@ returns the HTTP status and JSON body.
 from __future__ import annotations
 
 import json
+import logging
 import re
 import time
 from collections.abc import Callable, Iterator
@@ -33,6 +34,8 @@ from pushbot.standin.world import (
     World,
     unix_now,
 )
+
+log = logging.getLogger(__name__)
 
 Params = dict[str, Any]
 Handler = Callable[[Params, float], Any]
@@ -140,6 +143,10 @@ class BotApi:
                 status, description = 200, None
             except ApiError as err:
                 status, description, body = err.code, err.description, err.body()
+            except Exception as err:  # a stand-in bug: answer and log instead of hanging up
+                log.exception("stand-in failed on %s %s", method, params)
+                failure = ApiError(500, f"Internal Server Error: stand-in bug: {err!r}")
+                status, description, body = failure.code, failure.description, failure.body()
             world.record(method, params, status, description, now)
         if method in UPDATE_ROUTING_METHODS:
             world.notify()
@@ -209,7 +216,9 @@ class BotApi:
         drop = params.get("drop_pending_updates") is True
         if url == "":
             was_set = queue.delete_webhook(drop)
-            return Described(True, "Webhook was deleted" if was_set else "Webhook is already deleted")
+            return Described(
+                True, "Webhook was deleted" if was_set else "Webhook is already deleted"
+            )
         _check_webhook_url(url)
         secret = params.get("secret_token")
         if secret is not None and not _SECRET_TOKEN.fullmatch(secret):
@@ -245,8 +254,7 @@ class BotApi:
                 raise bad_request("BOT_COMMAND_DESCRIPTION_INVALID")
         key = self._commands_key(params)
         self.world.commands[key] = [
-            {"command": c["command"].lstrip("/"), "description": c["description"]}
-            for c in commands
+            {"command": c["command"].lstrip("/"), "description": c["description"]} for c in commands
         ]
         return True
 
@@ -448,7 +456,11 @@ class BotApi:
     def delete_messages(self, params: Params, now: float) -> bool:
         message_ids: list[int] = params["message_ids"]
         if not 1 <= len(message_ids) <= 100:
-            raise bad_request("too many messages to delete" if message_ids else "message identifiers are not specified")
+            raise bad_request(
+                "too many messages to delete"
+                if message_ids
+                else "message identifiers are not specified"
+            )
         chat = self.target("deleteMessages", params, now)
         for message_id in message_ids:
             if _deletion_problem(chat, chat.messages.get(message_id)) is None:
@@ -465,7 +477,7 @@ def _success_body(result: Any) -> bytes:
         payload = {"ok": True, "result": result.result, "description": result.description}
     else:
         payload = {"ok": True, "result": result}
-    return json.dumps(payload, ensure_ascii=False).encode()
+    return json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
 
 
 def _ensure_reachable(chat: Chat) -> None:

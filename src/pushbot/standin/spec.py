@@ -156,6 +156,7 @@ def derive_subset(api: Mapping[str, Any]) -> dict[str, Any]:
 
 def write_subset(api_path: Path, out_dir: Path = PACKAGE_DIR) -> tuple[Path, Path]:
     api = json.loads(api_path.read_text(encoding="utf-8"))
+    out_dir.mkdir(parents=True, exist_ok=True)
     subset_path = out_dir / SUBSET_PATH.name
     subset_path.write_text(json.dumps(derive_subset(api), indent=1) + "\n", encoding="utf-8")
     licence = (api_path.parent / "LICENSE").read_text(encoding="utf-8")
@@ -343,7 +344,10 @@ class Spec:
         for field in spec.fields.values():
             if field.required and field.name not in result:
                 raise _Invalid(f"field '{field.name}' is required in {spec.name}")
-        if spec.discriminator is not None and result[spec.discriminator[0]] != spec.discriminator[1]:
+        if (
+            spec.discriminator is not None
+            and result[spec.discriminator[0]] != spec.discriminator[1]
+        ):
             raise _Invalid(f"{spec.discriminator[0]} must be '{spec.discriminator[1]}'")
         return result
 

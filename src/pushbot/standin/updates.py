@@ -175,11 +175,6 @@ class UpdateQueue:
         webhook.active.add(chat_key)
         return chat_key
 
-    def release_chat(self, generation: int, chat_key: int) -> None:
-        webhook = self.webhook
-        if webhook is not None and webhook.generation == generation:
-            webhook.active.discard(chat_key)
-
     def record_webhook_error(self, generation: int, when: int, message: str) -> None:
         webhook = self.webhook
         if webhook is not None and webhook.generation == generation:

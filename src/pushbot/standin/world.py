@@ -314,11 +314,13 @@ class World:
 
     # -- updates ----------------------------------------------------------------------------
 
-    def emit(self, kind: str, chat_key: int, payload: JsonDict, *, visible: bool = True) -> JsonDict:
+    def emit(
+        self, kind: str, chat_key: int, payload: JsonDict, *, visible: bool = True
+    ) -> JsonDict:
         """Create an Update. It is queued unless the bot cannot see it (privacy mode, not in
         the group) or allowed_updates excludes its kind; update_ids stay increasing either way."""
         update: JsonDict = {"update_id": self.updates.allocate_id(), kind: payload}
-        body = json.dumps(update, ensure_ascii=False)
+        body = json.dumps(update, ensure_ascii=False, separators=(",", ":"))
         if visible and self.updates.is_allowed(kind):
             self.updates.push(QueuedUpdate(update["update_id"], chat_key, body))
         copy: JsonDict = json.loads(body)
@@ -352,7 +354,11 @@ class World:
         old_status, new_status = (KICKED, MEMBER) if state == ACTIVE else (MEMBER, KICKED)
         return self.my_chat_member(chat, person.user, old_status, new_status)
 
+    def bot_present(self, chat: Chat) -> bool:
+        return not chat.is_group or chat.bot_status == MEMBER
+
     def bot_sees(self, chat: Chat, text: str | None, reply_to: StoredMessage | None) -> bool:
+        """Privacy mode: in groups only commands and replies to the bot reach it."""
         if not chat.is_group:
             return True
         if chat.bot_status != MEMBER:
