@@ -148,7 +148,7 @@ def _await_report(tg: StandIn, phrase: str, status_message_id: int) -> dict[str,
 def _one_copy_each(tg: StandIn, people: list[int], excluded: list[int]) -> bool:
     copies: dict[int, int] = {}
     for call in tg.calls("copyMessage"):
-        if call.status == 200 and call.chat_id is not None:
+        if call.status == 200 and isinstance(call.chat_id, int):
             copies[call.chat_id] = copies.get(call.chat_id, 0) + 1
     gone = set(excluded)
     return all(copies.get(u, 0) == (0 if u in gone else 1) for u in people)

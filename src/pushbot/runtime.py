@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -96,6 +97,10 @@ class BotThread:
         self._thread.start()
         if not self._ready.wait(timeout):
             raise TimeoutError("the bot did not start in time")
+        # post_init has run; the updater (polling or webhook) and the app start right after.
+        deadline = time.monotonic() + timeout
+        while not self.app.running and self.error is None and time.monotonic() < deadline:
+            time.sleep(0.01)
         if self.error is not None:
             raise RuntimeError("the bot failed to start") from self.error
         return self

@@ -19,14 +19,16 @@ from telegram.ext import Application, CallbackQueryHandler, ContextTypes
 
 from pushbot.bot import render
 from pushbot.bot.services import Services, services
-from pushbot.broadcast.progress import JobReport
-from pushbot.db.models import PushStatus
+from pushbot.broadcast.progress import JobReport, JobState
 
 logger = logging.getLogger(__name__)
 
 # Every edit costs one request of the bot's 30/s budget; one every few seconds is plenty.
 PROGRESS_EDIT_INTERVAL = 3.0
 ACTIVE_STATES = frozenset({"running", "paused"})
+# Paused by an admin (the status message says so), shut down (resumed at the next start),
+# or superseded by a retraction (whose own report follows): nothing to announce.
+SILENT_STATES = frozenset({JobState.INTERRUPTED, JobState.SUPERSEDED})
 
 
 def watch_job(
@@ -90,7 +92,15 @@ async def post_report(app: Application[Any, Any, Any, Any, Any, Any], report: Jo
     push = await svc.store.get_push(report.uuid)
     if push is None or push.report_chat_id is None:
         return
-    if report.state == PushStatus.PAUSED:
+    if report.state in SILENT_STATES:
+        return
+    if report.state in (JobState.PAUSED, JobState.FAILED):
+        if report.error:
+            await app.bot.send_message(
+                push.report_chat_id,
+                f"⚠️ The job stopped by itself: {report.error}. "
+                "It is kept as it is; press Resume on its status message to try again.",
+            )
         return
     retract = report.kind == "retract"
     text = render.render_retract_report(report) if retract else render.render_push_report(report)
