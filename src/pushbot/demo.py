@@ -7,6 +7,7 @@ people and an admin through /start, /stop, /push and /undo, and prints what they
 
 from __future__ import annotations
 
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -20,6 +21,7 @@ from pushbot.standin.server import StandIn, StandInConfig
 
 ADMIN_ID = 1000
 WAIT = 120.0
+STATUS_SAMPLE_SECONDS = 4.0
 
 
 def say(who: str, text: str) -> None:
@@ -41,6 +43,7 @@ def run_demo(users: int = 500, fast: bool = False) -> int:
         configure_logging(settings.log_level, token_secrets(settings.bot_token))
         runtime = Runtime.create(settings)
         try:
+            tg.add_user(ADMIN_ID, first_name="Ada", username="ada_admin")
             with BotThread(runtime):
                 _play(tg, runtime, users)
         finally:
@@ -53,7 +56,6 @@ def _play(tg: StandIn, runtime: Runtime, users: int) -> None:
         f"== A simulated Telegram on {tg.base_url.rsplit('/', 1)[0]} with {users} people "
         "and one admin; the real bot polls it.\n"
     )
-    tg.add_user(ADMIN_ID, first_name="Ada", username="ada_admin")
     people = tg.add_users(users, start_id=5000)
     _step("Everyone sends /start")
     first = tg.send_text(people[0], "/start")
@@ -127,7 +129,9 @@ def _play(tg: StandIn, runtime: Runtime, users: int) -> None:
     say("bot", done["text"])
     left = sum(1 for u in people if any(m.get("copied_from") for m in tg.inbox(u)))
     print(f"   copies still visible anywhere: {left}\n")
-    print("== Done. `pushbot history` would list the broadcast as retracted.")
+    _step("`pushbot history` now shows")
+    _print_history(runtime)
+    print("\n== Done: that was the real bot, end to end, over HTTP on loopback.")
 
 
 def _audience(runtime: Runtime) -> Any:
@@ -138,11 +142,40 @@ def _audience(runtime: Runtime) -> Any:
 
 
 def _await_report(tg: StandIn, phrase: str, status_message_id: int) -> dict[str, Any]:
-    return tg.wait_for_message(
-        ADMIN_ID,
-        lambda m: phrase in m.get("text", "") and m.get("message_id", 0) > status_message_id,
-        timeout=WAIT,
-    )
+    """Show the live status message as the admin sees it, until the report arrives."""
+    shown = ""
+    deadline = time.monotonic() + WAIT
+    while time.monotonic() < deadline:
+        report = _newest(
+            tg, lambda m: phrase in m.get("text", "") and m["message_id"] > status_message_id
+        )
+        if report is not None:
+            return report
+        status = tg.message(ADMIN_ID, status_message_id) or {}
+        text = status.get("text", "")
+        if text != shown and "msg/s" in text:
+            say("bot (live)", text)
+            shown = text
+        time.sleep(STATUS_SAMPLE_SECONDS)
+    raise TimeoutError(f"no report containing {phrase!r}")
+
+
+def _newest(tg: StandIn, match: Callable[[dict[str, Any]], bool]) -> dict[str, Any] | None:
+    return next((m for m in reversed(tg.inbox(ADMIN_ID)) if match(m)), None)
+
+
+def _print_history(runtime: Runtime) -> None:
+    from pushbot.bot.render import excerpt
+    from pushbot.db import queries
+
+    with runtime.session_factory.begin() as session:
+        rows = queries.recent_pushes(session, 5)
+    for row in rows:
+        print(
+            f"   {row.push.created_at:%H:%M:%S}  {row.push.status:10} delivered "
+            f"{row.counts.sent}, failed {row.counts.failed}, removed {row.counts.retracted}  "
+            f"{excerpt(row.push.text, row.push.content_type, 40)}"
+        )
 
 
 def _one_copy_each(tg: StandIn, people: list[int], excluded: list[int]) -> bool:
@@ -160,9 +193,11 @@ def _step(title: str) -> None:
 
 def _wait_until(done: Callable[[], bool], what: str, count: Callable[[], int], total: int) -> None:
     deadline = time.monotonic() + WAIT
+    live = sys.stdout.isatty()
     while not done():
         if time.monotonic() > deadline:
             raise TimeoutError(f"timed out waiting for {what}")
-        print(f"\r   waiting for {what}: {count()}/{total}", end="", flush=True)
+        if live:
+            print(f"\r   waiting for {what}: {count()}/{total}", end="", flush=True)
         time.sleep(0.5)
-    print(f"\r   {what}: {count()}/{total}" + " " * 10)
+    print(("\r" if live else "") + f"   {what}: {count()}/{total}" + " " * 10)

@@ -64,9 +64,7 @@ def notifications(factory: sessionmaker[Session], push_uuid: UUID) -> dict[int, 
     """chat_id -> row of push_notifications."""
     with factory.begin() as session:
         rows = session.execute(
-            select(PushNotification.__table__).where(  # type: ignore[arg-type]
-                PushNotification.message_uuid == push_uuid
-            )
+            select(PushNotification.__table__).where(PushNotification.message_uuid == push_uuid)
         ).all()
     return {row.chat_id: row for row in rows}
 

@@ -62,7 +62,10 @@ from pushbot.broadcast.errors import (
             BadRequest("Bad Request: message to copy not found"),
             Verdict(Action.FATAL, "source message not found"),
         ),
-        (Conflict("Conflict: terminated by other getUpdates"), Verdict(Action.FAIL, "conflict: terminated by other getupdates")),
+        (
+            Conflict("Conflict: terminated by other getUpdates"),
+            Verdict(Action.FAIL, "conflict: terminated by other getupdates"),
+        ),
         (ConnectionResetError(), Verdict(Action.TRANSIENT, "error: ConnectionResetError")),
     ],
     ids=lambda value: type(value).__name__ if isinstance(value, Exception) else "",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import threading
 import time
 from datetime import timedelta
@@ -86,7 +87,7 @@ def test_threads_together_keep_to_the_rate() -> None:
     # 40 slots at 50/s: the last one is 39 intervals after the first.
     assert max(stamps) - started == pytest.approx(39 / 50, abs=0.1)
     stamps.sort()
-    gaps = [b - a for a, b in zip(stamps, stamps[1:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(stamps)]
     assert sum(gaps) / len(gaps) == pytest.approx(1 / 50, rel=0.25)
 
 
@@ -230,9 +231,7 @@ def run_requests(
         return list(
             await asyncio.gather(
                 *(
-                    limiter.process_request(
-                        recorder, (), {}, endpoint, {"chat_id": chat_id}, None
-                    )
+                    limiter.process_request(recorder, (), {}, endpoint, {"chat_id": chat_id}, None)
                     for chat_id in chat_ids
                 )
             )

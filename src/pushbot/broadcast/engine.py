@@ -346,7 +346,7 @@ class Broadcaster:
             same = self._find_job(push_uuid, JobKind.RETRACT)
             if same is not None:
                 return JobHandle(self, same)
-            self._load_push(push_uuid)
+            push = self._load_push(push_uuid)
             sending = self._find_job(push_uuid, JobKind.PUSH)
             with self._lock:
                 others = [
@@ -362,7 +362,8 @@ class Broadcaster:
                     if not sending.finalized:
                         self._mark_stopping(sending, JobState.SUPERSEDED)
                     self._persist_status(push_uuid, PushStatus.RETRACTING)
-            else:
+            elif push.status != PushStatus.RETRACTED:
+                # (A second undo of a retracted push just reports that nothing is left.)
                 self._persist_status(push_uuid, PushStatus.RETRACTING)
             return JobHandle(self, self._enqueue(_Job(push_uuid, JobKind.RETRACT), force=True))
 
@@ -593,9 +594,7 @@ class Broadcaster:
 
     def _run_one(self, job: _Job) -> None:
         try:
-            if job.stop_event.is_set():
-                self._finish(job, success=None)
-            elif job.kind is JobKind.PUSH:
+            if job.kind is JobKind.PUSH:
                 self._run_push(job)
             else:
                 self._run_retract(job)
@@ -628,8 +627,10 @@ class Broadcaster:
 
     def _run_push(self, job: _Job) -> None:
         push = self._load_push(job.uuid)
-        if push.status != PushStatus.RUNNING:
-            # Paused or cancelled between launch and start.
+        if job.stop_event.is_set() or push.status != PushStatus.RUNNING:
+            # Paused, cancelled or shut down between launch and start: report the ledger.
+            with self._factory.begin() as session:
+                job.tally.set_baseline(_push_baseline(queries.push_counts(session, job.uuid)))
             self._finish(job, success=None, stored=push.status)
             return
         with self._factory.begin() as session:
@@ -649,9 +650,6 @@ class Broadcaster:
 
     def _run_retract(self, job: _Job) -> None:
         push = self._load_push(job.uuid)
-        if push.status != PushStatus.RETRACTING:
-            self._finish(job, success=None, stored=push.status)
-            return
         with self._factory.begin() as session:
             counts = queries.push_counts(session, job.uuid)
         job.tally.set_baseline(
@@ -661,6 +659,9 @@ class Broadcaster:
                 failed_by_reason=counts.retract_failed_by_reason,
             )
         )
+        if job.stop_event.is_set() or push.status != PushStatus.RETRACTING:
+            self._finish(job, success=None, stored=push.status)
+            return
         self._emit(job, "started", float(counts.retract_pending))
         writer = self._writer(job, queries.record_retractions, _describe_retraction)
 
