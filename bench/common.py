@@ -176,35 +176,77 @@ def cpu_seconds(pid: int | None = None) -> float:
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
 
+def machine_busy_seconds() -> float:
+    """CPU seconds (summed over all cores) the whole machine spent busy since boot."""
+    fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+    ticks = [int(value) for value in fields[:8]]
+    idle = ticks[3] + ticks[4]  # idle + iowait
+    return (sum(ticks) - idle) / CLOCK_TICKS
+
+
 @dataclass
 class CpuMeter:
-    """CPU seconds used by this process and the stand-in between start() and stop()."""
+    """CPU seconds used by this process, the stand-in and everything else on the machine
+    (PostgreSQL included) between start() and stop()."""
 
-    standin_pid: int
+    standin_pid: int | None
     own: float = 0.0
     standin: float = 0.0
+    machine: float = 0.0
     wall: float = 0.0
-    _t0: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    _t0: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0)
+
+    def _standin_cpu(self) -> float:
+        return cpu_seconds(self.standin_pid) if self.standin_pid is not None else 0.0
 
     def start(self) -> CpuMeter:
-        self._t0 = (time.monotonic(), cpu_seconds(), cpu_seconds(self.standin_pid))
+        self._t0 = (time.monotonic(), cpu_seconds(), self._standin_cpu(), machine_busy_seconds())
         return self
 
     def stop(self) -> CpuMeter:
-        wall0, own0, standin0 = self._t0
+        wall0, own0, standin0, machine0 = self._t0
         self.wall = time.monotonic() - wall0
         self.own = cpu_seconds() - own0
-        self.standin = cpu_seconds(self.standin_pid) - standin0
+        self.standin = self._standin_cpu() - standin0
+        self.machine = machine_busy_seconds() - machine0
         return self
+
+    @property
+    def others(self) -> float:
+        return max(0.0, self.machine - self.own - self.standin)
 
     def describe(self) -> str:
         if self.wall <= 0:
             return "n/a"
-        return (
-            f"bot process {self.own / self.wall:.0%} of a core, "
-            f"stand-in process {self.standin / self.wall:.0%} of a core "
-            f"(over {self.wall:.1f} s wall)"
+        cores = os.cpu_count() or 1
+        standin = (
+            f", stand-in process {self.standin / self.wall:.0%}"
+            if self.standin_pid is not None
+            else ""
         )
+        return (
+            f"CPU: this process {self.own / self.wall:.0%} of a core{standin}, all other "
+            f"processes {self.others / self.wall:.0%} (machine {cores} cores = {cores:.0%}; "
+            f"over {self.wall:.1f} s)"
+        )
+
+
+def wait_for_quiet(max_seconds: float = 120.0, threshold: float = 0.25, window: float = 2.0) -> str:
+    """Wait (bounded) until the rest of the machine uses under `threshold` of a core;
+    returns what was seen, for the notes."""
+    deadline = time.monotonic() + max_seconds
+    while True:
+        meter = CpuMeter(None).start()
+        time.sleep(window)
+        meter.stop()
+        load = meter.others / meter.wall
+        if load < threshold:
+            return f"machine quiet before the start ({load:.0%} of a core used by others)"
+        if time.monotonic() >= deadline:
+            return (
+                f"machine still busy after waiting {max_seconds:g} s: other processes used "
+                f"{load:.0%} of a core at the start"
+            )
 
 
 # --- the stand-in as a process -------------------------------------------------------------------
@@ -575,31 +617,113 @@ class Profiler:
         return summarize_collapsed(text, title, top)
 
 
+# Activities of the bot process, for the breakdown of a profile: the first group whose
+# markers all occur in a sample's stack takes the sample ("a|b": either a or b).
+ACTIVITIES: tuple[tuple[str, tuple[str, ...]], ...] = (
+    (
+        "bot loop: HTTP requests to the Bot API (ptb → httpx/httpcore)",
+        ("BotThread._run", "BaseRequest.post"),
+    ),
+    ("bot loop: webhook server (tornado, ptb's handler)", ("BotThread._run", "tornado/")),
+    ("bot loop: getUpdates parsing / Update.de_json", ("BotThread._run", "de_json")),
+    ("bot loop: dispatch, handlers, asyncio itself", ("BotThread._run",)),
+    ("bot DB calls in asyncio.to_thread (SQLAlchemy, psycopg2/sqlite3)", ("Store._run",)),
+    (
+        "engine loop: HTTP requests (ptb → httpx/httpcore)",
+        ("_run_loop_forever", "BaseRequest.post"),
+    ),
+    ("engine loop: asyncio itself, hand-offs", ("_run_loop_forever",)),
+    ("engine workers: pacing, hand-off to the loop, outcomes", ("Broadcaster._",)),
+    ("engine ledger writer (SQLAlchemy, psycopg2)", ("OutcomeWriter._run",)),
+    ("engine ledger reads (keyset pages)", ("_keyset_pages",)),
+    ("bare ptb loop: HTTP requests (ptb → httpx/httpcore)", ("_bare", "BaseRequest.post")),
+    ("bare ptb loop: asyncio, gather, semaphore", ("_bare",)),
+    ("thread pools, idle bookkeeping", ("concurrent/futures/thread.py",)),
+    ("main thread (benchmark driver)", ("<module>",)),
+    # py-spy sometimes cuts a stack short (no thread root): classify by what is left.
+    (
+        "Bot API requests, stack cut short (ptb → httpx/httpcore)",
+        ("httpx/|httpcore/|anyio/|telegram/request/",),
+    ),
+    ("handlers and dispatch, stack cut short", ("pushbot/|telegram/",)),
+    ("database, stack cut short", ("sqlalchemy/|psycopg2",)),
+)
+
+
+# Frames worth a line of their own in every profile (inclusive share).
+HIGHLIGHTS = (
+    (
+        "httpcore's current_async_library() (a failing `import sniffio` each call)",
+        "current_async_library (httpcore/_synchronization.py)",
+    ),
+    (
+        "httpcore pool bookkeeping (_assign_requests_to_connections)",
+        "AsyncConnectionPool._assign_requests_to_connections (httpcore/_async/connection_pool.py)",
+    ),
+    (
+        "SharedRateLimiter.process_request (pacing of the Application's requests)",
+        "SharedRateLimiter.process_request (pushbot/broadcast/pacing.py)",
+    ),
+    ("Pacer.acquire (engine workers' pacing)", "Pacer.acquire (pushbot/broadcast/pacing.py)"),
+    (
+        "Broadcaster._call (hand-off to the engine's loop)",
+        "Broadcaster._call (pushbot/broadcast/engine.py)",
+    ),
+    (
+        "OutcomeWriter._commit (ledger writes)",
+        "OutcomeWriter._commit (pushbot/broadcast/ledger.py)",
+    ),
+    (
+        "Store._run (the bot's DB calls)",
+        "Store._run.<locals>.in_transaction (pushbot/bot/store.py)",
+    ),
+)
+
+
 def summarize_collapsed(text: str, title: str, top: int = 22) -> str:
-    """Top functions by own samples and by inclusive samples from py-spy's raw
-    (collapsed-stack) output."""
+    """Where the samples went by activity (ACTIVITIES), then the top functions by own and
+    by inclusive samples, from py-spy's raw (collapsed-stack) output."""
     own: Counter[str] = Counter()
     inclusive: Counter[str] = Counter()
+    activity: Counter[str] = Counter()
     total = 0
     for line in text.splitlines():
         stack, _, count_text = line.rpartition(" ")
         if not stack or not count_text.isdigit():
             continue
         count = int(count_text)
-        total += count
         frames = [_short_frame(frame) for frame in stack.split(";") if frame]
         if not frames:
             continue
+        total += count
         own[frames[-1]] += count
         for frame in set(frames):
             inclusive[frame] += count
+        activity[_activity(frames)] += count
     if total == 0:
         return f"{title}: the profile is empty."
-    lines = [f"{title} — {total} samples", "", "own time (the frame itself was running):"]
+    lines = [f"{title} — {total} samples", "", "by activity:"]
+    lines += [f"  {100 * n / total:5.1f}%  {name}" for name, n in activity.most_common()]
+    lines += ["", "selected frames (inclusive):"]
+    lines += [
+        f"  {100 * inclusive[frame] / total:5.1f}%  {label}"
+        for label, frame in HIGHLIGHTS
+        if inclusive[frame]
+    ]
+    lines += ["", "own time (the frame itself was running):"]
     lines += [f"  {100 * n / total:5.1f}%  {frame}" for frame, n in own.most_common(top)]
     lines += ["", "inclusive time (the frame was on the stack):"]
     lines += [f"  {100 * n / total:5.1f}%  {frame}" for frame, n in inclusive.most_common(top)]
     return "\n".join(lines)
+
+
+def _activity(frames: list[str]) -> str:
+    joined = ";".join(frames)
+    for name, markers in ACTIVITIES:
+        # Each marker must occur; "a|b" means either.
+        if all(any(m in joined for m in marker.split("|")) for marker in markers):
+            return name
+    return "other (unidentified or empty stacks)"
 
 
 def _short_frame(frame: str) -> str:
@@ -612,6 +736,31 @@ def _short_frame(frame: str) -> str:
             path = path.split(marker, 1)[1]
             break
     return f"{name} ({path})" if path else name
+
+
+def install_sniffio_stub() -> bool:
+    """What-if: httpcore 1.0 calls `import sniffio` inside current_async_library(), about 12
+    times per request. sniffio is no longer a dependency of anyio 4.x, so when it is not
+    installed every one of those is a failing import that searches sys.path again. A stub
+    module (asyncio only) makes them dictionary look-ups, as installing sniffio would.
+    Returns False when the real sniffio is importable (nothing to do)."""
+    import importlib.util
+    import types
+
+    if "sniffio" in sys.modules or importlib.util.find_spec("sniffio") is not None:
+        return False
+    stub = types.ModuleType("sniffio")
+    stub.current_async_library = lambda: "asyncio"  # type: ignore[attr-defined]
+    sys.modules["sniffio"] = stub
+    return True
+
+
+def add_sniffio_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--sniffio-stub",
+        action="store_true",
+        help="what-if: stub the missing `sniffio` module that httpcore imports per request",
+    )
 
 
 def machine_facts() -> dict[str, str]:

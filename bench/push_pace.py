@@ -93,6 +93,7 @@ class Broadcast:
     newcomers_sent: list[tuple[int, float]]
     cpu: CpuMeter
     calls: list[Call]
+    idle_times: list[float]
 
     @property
     def first(self) -> float:
@@ -123,6 +124,27 @@ class Broadcast:
         return samples
 
 
+def idle_reply_times(tg: RemoteStandIn, users: list[int], timeout: float = 30.0) -> list[float]:
+    """/start -> reply with nothing else going on, one user at a time (the baseline)."""
+    times: list[float] = []
+    for user in users:
+        sent_at = time.monotonic()
+        tg.send_text(user, "/start")
+        deadline = sent_at + timeout
+        while True:
+            replies = [
+                c.at for c in tg.calls("sendMessage") if c.chat_id == user and c.status == 200
+            ]
+            if replies:
+                times.append(min(replies) - sent_at)
+                break
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no reply to /start of {user} within {timeout:g} s")
+            time.sleep(0.05)
+        time.sleep(0.2)
+    return times
+
+
 def push_through_bot(
     bot: BotRun,
     standin: StandInProcess,
@@ -130,9 +152,12 @@ def push_through_bot(
     newcomers: list[int],
     newcomer_rate: float,
     timeout: float,
+    idle_users: list[int] | None = None,
 ) -> Broadcast:
-    """The admin's /push -> Send; new users /start meanwhile; wait for the report."""
+    """(Baseline /start replies of an idle bot), then the admin's /push -> Send; new users
+    /start meanwhile; wait for the report."""
     tg = bot.tg
+    idle_times = idle_reply_times(tg, idle_users or [])
     confirm = bot.ask_push("Benchmark broadcast: please ignore")
     crowd = Newcomers(standin_url(standin), newcomers, newcomer_rate)
     cpu = CpuMeter(standin.pid).start()
@@ -158,7 +183,9 @@ def push_through_bot(
     )
     if len(copies) < 2:
         raise RuntimeError(f"only {len(copies)} copies were delivered: {statuses(calls)}")
-    return Broadcast(report, pressed_at, recipients, copies, list(crowd.sent), cpu, calls)
+    return Broadcast(
+        report, pressed_at, recipients, copies, list(crowd.sent), cpu, calls, idle_times
+    )
 
 
 def delivered_count(report: JsonDict) -> int:
@@ -196,7 +223,9 @@ def paced_breakdown_of(calls: list[Call], first: float, last: float) -> str:
 
 def prepare(
     args: argparse.Namespace, standin: StandInProcess, database_url: str
-) -> tuple[BotRun, list[int], list[int]]:
+) -> tuple[BotRun, list[int], list[int], list[int]]:
+    """The admin, the recipients (seeded as subscribed), the newcomers and the users of the
+    idle baseline in the stand-in; the bot (not started yet)."""
     tg = standin.tg
     assert tg is not None
     tg.add_user(ADMIN_ID, first_name="Ada", username="ada")
@@ -204,9 +233,11 @@ def prepare(
     expected_seconds = args.recipients / DEFAULT_BROADCAST_RATE + 15
     newcomer_count = min(args.max_newcomers, math.ceil(args.newcomer_rate * expected_seconds))
     newcomers = tg.add_users(newcomer_count) if newcomer_count else []
-    bot = BotRun(tg, bot_settings(tg, database_url))
+    idle_users = tg.add_users(args.idle_samples) if args.idle_samples else []
+    overrides = {} if args.workers is None else {"broadcast_workers": args.workers}
+    bot = BotRun(tg, bot_settings(tg, database_url, **overrides))
     seed_audience(bot.factory, recipients)
-    return bot, recipients, newcomers
+    return bot, recipients, newcomers, idle_users
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -217,7 +248,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--max-newcomers", type=int, default=300, help="upper bound on them")
     parser.add_argument(
+        "--idle-samples",
+        type=int,
+        default=10,
+        help="/start replies timed before the broadcast (idle bot), one at a time",
+    )
+    parser.add_argument(
         "--latency", type=float, nargs=2, default=(0.03, 0.12), metavar=("LOW", "HIGH")
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="what-if: BROADCAST_WORKERS for the bot (default: the setting's default, 30)",
     )
     parser.add_argument("--timeout", type=float, default=None, help="seconds (default: scaled)")
     add_common_options(parser)
@@ -231,6 +274,7 @@ class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescription
 def apply_quick(args: argparse.Namespace) -> None:
     if args.quick:
         args.recipients = min(args.recipients, 120)
+        args.idle_samples = min(args.idle_samples, 3)
     if args.timeout is None:
         args.timeout = args.recipients / 20 + 60
 
@@ -244,10 +288,16 @@ def main(argv: list[str] | None = None) -> int:
         StandInProcess(*standin_args(args.latency, args.seed)) as standin,
         sqlite_database() as database_url,
     ):
-        bot, recipients, newcomers = prepare(args, standin, database_url)
+        bot, recipients, newcomers, idle_users = prepare(args, standin, database_url)
         with bot:
             b = push_through_bot(
-                bot, standin, recipients, newcomers, args.newcomer_rate, args.timeout
+                bot,
+                standin,
+                recipients,
+                newcomers,
+                args.newcomer_rate,
+                args.timeout,
+                idle_users if args.newcomer_rate > 0 else None,
             )
     result = describe(b, args, command)
     emit(result, args.json)
@@ -264,6 +314,8 @@ def describe(b: Broadcast, args: argparse.Namespace, command: str) -> Result:
         if args.newcomer_rate > 0
         else f"/push pace, {args.recipients} recipients, no other traffic"
     )
+    if args.workers is not None:
+        label += f", what-if: {args.workers} broadcast workers"
     pace_ok = b.pace >= PACE_GOAL and n429 == 0 and delivered_all
     rows = [
         Row(
@@ -280,7 +332,9 @@ def describe(b: Broadcast, args: argparse.Namespace, command: str) -> Result:
             Row(
                 "/start → reply during a /push (limits on, 30-120 ms latency)",
                 f"p50 {percentile(times, 0.5):.2f} s, p95 {percentile(times, 0.95):.2f} s, "
-                f"max {max(times, default=math.nan):.2f} s (n={len(times)})",
+                f"max {max(times, default=math.nan):.2f} s (n={len(times)}); idle bot: "
+                f"p50 {percentile(b.idle_times, 0.5):.2f} s, "
+                f"max {max(b.idle_times, default=math.nan):.2f} s (n={len(b.idle_times)})",
                 "reported (see #5)",
                 None,
                 command,
@@ -302,6 +356,7 @@ def describe(b: Broadcast, args: argparse.Namespace, command: str) -> Result:
         "reply_p50": percentile(times, 0.5),
         "reply_p95": percentile(times, 0.95),
         "reply_samples": len(times),
+        "idle_reply_times": b.idle_times,
         "delivered_all": delivered_all,
     }
     return Result("push_pace", rows, details, None, data)

@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from common import PYTHON, REPO_ROOT, Result, Row, machine_facts, met_mark
+from common import PYTHON, REPO_ROOT, Result, Row, machine_facts, met_mark, wait_for_quiet
 
 DOC = REPO_ROOT / "docs" / "benchmarks.md"
 ANALYSIS_START = "<!-- analysis:start (kept by run_all.py --write) -->"
@@ -42,10 +42,12 @@ BENCHMARKS = (
 )
 
 
-def run_benchmark(bench: Benchmark, quick: bool, timeout: float) -> Result:
+def run_benchmark(bench: Benchmark, quick: bool, timeout: float, quiet_wait: float) -> Result:
     args = [*bench.args, *(["--quick"] if quick else [])]
     shown = " ".join([".venv/bin/python", f"bench/{bench.script}", *args])
     print(f"\n### {bench.name}: {shown}", flush=True)
+    quiet = wait_for_quiet(max_seconds=quiet_wait) if quiet_wait > 0 else "no wait for quiet"
+    print(f"  ({quiet})", flush=True)
     with tempfile.NamedTemporaryFile(suffix=".json") as output:
         command = [PYTHON, str(REPO_ROOT / "bench" / bench.script), *args, "--json", output.name]
         started = time.monotonic()
@@ -67,7 +69,7 @@ def run_benchmark(bench: Benchmark, quick: bool, timeout: float) -> Result:
         profile=raw.get("profile"),
         data=dict(raw.get("data", {})),
     )
-    result.details.append(f"  (this benchmark took {elapsed:.0f} s of wall time)")
+    result.details.append(f"  (this benchmark took {elapsed:.0f} s of wall time; {quiet})")
     return result
 
 
@@ -217,9 +219,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--timeout", type=float, default=2400.0, help="seconds per benchmark (default 2400)"
     )
+    parser.add_argument(
+        "--quiet-wait",
+        type=float,
+        default=180.0,
+        help="seconds to wait at most, before each benchmark, for the rest of the machine to "
+        "go quiet (under a quarter of a core); 0: do not wait (default 180)",
+    )
     args = parser.parse_args(argv)
     chosen = [b for b in BENCHMARKS if args.only is None or b.name in args.only]
-    results = [run_benchmark(bench, args.quick, args.timeout) for bench in chosen]
+    results = [run_benchmark(bench, args.quick, args.timeout, args.quiet_wait) for bench in chosen]
     print("\n## All benchmarks\n")
     print("\n".join(table(results, with_command=False)))
     if args.write:

@@ -42,7 +42,7 @@ from push_pace import (
 def build_parser() -> argparse.ArgumentParser:
     parser = push_pace.build_parser()
     parser.description = __doc__
-    parser.set_defaults(newcomer_rate=0.0)
+    parser.set_defaults(newcomer_rate=0.0, idle_samples=0)
     return parser
 
 
@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
         StandInProcess(*standin_args(args.latency, args.seed)) as standin,
         sqlite_database() as database_url,
     ):
-        bot, recipients, newcomers = prepare(args, standin, database_url)
+        bot, recipients, newcomers, _ = prepare(args, standin, database_url)
         tg = bot.tg
         with bot:
             pushed = push_through_bot(bot, standin, recipients, [], 0.0, args.timeout)

@@ -22,8 +22,8 @@ from pushbot.config import ConfigError, Settings, load_settings
 from pushbot.logs import configure_logging, token_secrets
 
 if TYPE_CHECKING:
+    from pushbot.broadcast.engine import JobHandle
     from pushbot.broadcast.progress import JobReport
-    from pushbot.runtime import Runtime
 
 EXIT_CONFIG = 2
 EXIT_REFUSED = 3
@@ -132,8 +132,7 @@ def cmd_push(args: argparse.Namespace) -> int:
             queries.set_push_message_ids(session, push.uuid, report_chat_id=admin_chat)
         print(f"broadcast {push.uuid}")
         runtime.broadcaster.start()
-        runtime.broadcaster.launch_push(push.uuid)
-        report = _follow(runtime, push.uuid)
+        report = _follow(runtime.broadcaster.launch_push(push.uuid))
         summary = render_push_report(report)
         print(summary)
         sent = _call_bot(settings, lambda bot: bot.send_message(admin_chat, summary))
@@ -169,8 +168,7 @@ def cmd_undo(args: argparse.Namespace) -> int:
             )
             return EXIT_REFUSED
         runtime.broadcaster.start()
-        runtime.broadcaster.launch_retract(args.uuid)
-        print(render_retract_report(_follow(runtime, args.uuid)))
+        print(render_retract_report(_follow(runtime.broadcaster.launch_retract(args.uuid))))
         return 0
     finally:
         runtime.broadcaster.shutdown()
@@ -236,21 +234,18 @@ def _call_bot(settings: Settings, call: Callable[[Bot], Awaitable[Message]]) -> 
     return asyncio.run(go())
 
 
-def _follow(runtime: Runtime, push_uuid: UUID) -> JobReport:
+def _follow(handle: JobHandle) -> JobReport:
     """Draw a progress bar in the terminal until the job ends; return its report."""
     from pushbot.bot.render import progress_bar
 
-    broadcaster = runtime.broadcaster
-    while True:
-        progress = broadcaster.progress(push_uuid)
-        if progress is None or progress.state not in ("running", "paused"):
-            break
+    while not handle.done():
+        progress = handle.progress()
+        fraction = progress.done / progress.total if progress.total else 1.0
         line = (
-            f"\r{progress_bar(progress.done / progress.total if progress.total else 1.0)}  "
-            f"done {progress.sent}  failed {progress.failed}  left {progress.left}  "
-            f"{progress.rate:5.1f}/s"
+            f"\r{progress_bar(fraction)}  done {progress.sent}  failed {progress.failed}  "
+            f"left {progress.left}  {progress.rate:5.1f}/s"
         )
         print(line, end="", file=sys.stderr, flush=True)
         time.sleep(PROGRESS_REFRESH_SECONDS)
     print(file=sys.stderr)
-    return broadcaster.wait(push_uuid)
+    return handle.wait()

@@ -6,11 +6,13 @@ import asyncio
 import itertools
 import threading
 import time
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
 import pytest
 from telegram.error import RetryAfter
+from telegram.ext import ExtBot
 
 from pushbot.broadcast.pacing import (
     Pacer,
@@ -19,6 +21,7 @@ from pushbot.broadcast.pacing import (
     is_paced_endpoint,
     retry_after_seconds,
 )
+from pushbot.standin import StandIn, StandInConfig
 
 
 class FakeClock:
@@ -311,3 +314,45 @@ def test_rate_limiter_waits_for_a_gate_closed_by_the_broadcaster() -> None:
     started = time.monotonic()
     run_requests(limiter, "editMessageText", [1], recorder)
     assert recorder.calls[0] - started >= 0.29
+
+
+def test_ext_bot_with_the_shared_rate_limiter_against_the_standin(
+    standin_factory: Callable[..., StandIn],
+) -> None:
+    """Real ExtBot, real HTTP: per-chat pacing, the shared gate and RetryAfter retries."""
+    tg = standin_factory(StandInConfig(limits_enabled=True, per_chat_rate=100.0))
+    user = tg.add_user()
+    pacer = Pacer(rate=1000)
+    limiter = SharedRateLimiter(pacer, private_chat_rate=10, private_chat_burst=1)
+    bot: ExtBot[int] = ExtBot(tg.token, base_url=tg.base_url, rate_limiter=limiter)
+
+    async def scenario() -> dict[str, float]:
+        timings: dict[str, float] = {}
+        async with bot:
+            started = time.monotonic()
+            await asyncio.gather(*(bot.send_message(user, f"reply {n}") for n in range(4)))
+            timings["four replies"] = time.monotonic() - started
+
+            pacer.block_for(0.5)  # as if a broadcast worker had just got a 429
+            started = time.monotonic()
+            await bot.get_me()
+            timings["getMe under the gate"] = time.monotonic() - started
+            await bot.send_message(user, "after the gate")
+            timings["reply under the gate"] = time.monotonic() - started
+
+            # Telegram's per-chat limit is stricter than ours: a 429, then a retry.
+            tg.set_limits(per_chat_rate=0.5, per_chat_burst=1)
+            tg.reset_limits()
+            started = time.monotonic()
+            await asyncio.gather(bot.send_message(user, "one"), bot.send_message(user, "two"))
+            timings["two replies through a 429"] = time.monotonic() - started
+        return timings
+
+    timings = asyncio.run(scenario())
+    assert timings["four replies"] >= 0.28  # 10/s in one private chat
+    assert timings["getMe under the gate"] < 0.3
+    assert timings["reply under the gate"] >= 0.45
+    assert tg.count("sendMessage", 429) >= 1
+    assert timings["two replies through a 429"] >= 1.0
+    texts = [message.get("text") for message in tg.inbox(user)]
+    assert texts.count("one") == 1 and texts.count("two") == 1

@@ -17,7 +17,7 @@ from telegram.request import HTTPXRequest
 from pushbot.broadcast.progress import JobState
 from tests.broadcast.conftest import Scene
 
-RECIPIENTS = 2000
+RECIPIENTS = 1000
 CONCURRENCY = 30
 
 

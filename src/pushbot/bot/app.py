@@ -140,7 +140,7 @@ async def announce_resumed(app: AnyApp, svc: Services, push_uuid: Any) -> None:
         status = await app.bot.send_message(
             chat_id,
             render.render_progress(progress),
-            reply_markup=render.job_keyboard(push_uuid, "running"),
+            reply_markup=render.job_keyboard(push_uuid, "running", progress.kind),
         )
     except TelegramError as exc:
         logger.warning("could not tell admin %s about resumed job %s: %s", chat_id, push_uuid, exc)

@@ -57,7 +57,7 @@ async def _keep_status_fresh(
             if progress is None or progress.state not in ACTIVE_STATES:
                 return
             text = render.render_progress(progress)
-            markup = render.job_keyboard(push_uuid, progress.state)
+            markup = render.job_keyboard(push_uuid, progress.state, progress.kind)
             shown = (text, _markup_key(markup))
             if shown != last_shown:
                 await _edit_status(app, chat_id, message_id, text, markup)

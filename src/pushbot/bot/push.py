@@ -144,9 +144,7 @@ async def confirm_send(update: Update, context: ContextTypes.DEFAULT_TYPE) -> in
         await query.edit_message_text("Another broadcast started meanwhile; one at a time.")
         return ConversationHandler.END
     logger.info("broadcast %s launched by admin %s", push.uuid, query.from_user.id)
-    await query.edit_message_text(
-        "📣 Broadcasting… starting.", reply_markup=render.job_keyboard(push.uuid, "running")
-    )
+    # The watcher's first edit turns this message into the live status at once.
     watch_job(context.application, push.uuid, chat_id, draft.confirm_message_id)
     return ConversationHandler.END
 

@@ -66,7 +66,9 @@ def render_progress(progress: Progress) -> str:
     return "\n".join(lines)
 
 
-def job_keyboard(push_uuid: UUID, state: str) -> InlineKeyboardMarkup | None:
+def job_keyboard(push_uuid: UUID, state: str, kind: str = "push") -> InlineKeyboardMarkup | None:
+    if kind == "retract":
+        return None  # a retraction runs to the end: stopping it half-way helps nobody
     if state == "running":
         toggle = InlineKeyboardButton("⏸ Pause", callback_data=f"job:pause:{push_uuid}")
     elif state == "paused":

@@ -176,9 +176,7 @@ async def retract(update: Update, context: ContextTypes.DEFAULT_TYPE) -> int:
         report_chat_id=push.report_chat_id or chat_id,
         status_message_id=query.message.message_id,
     )
-    await query.edit_message_text(
-        "🗑 Retracting… starting.", reply_markup=render.job_keyboard(push_uuid, "running")
-    )
+    # The watcher's first edit turns this message into the live status at once.
     watch_job(context.application, push_uuid, chat_id, query.message.message_id)
     return ConversationHandler.END
 

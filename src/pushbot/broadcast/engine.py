@@ -226,7 +226,6 @@ class Broadcaster:
         self._bot: Bot | None = None
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
         self._runner: threading.Thread | None = None
-        self._closed = threading.Event()
 
     @property
     def pacer(self) -> Pacer:
@@ -306,7 +305,6 @@ class Broadcaster:
             if self._loop_thread is not None:
                 self._loop_thread.join()
             loop.close()
-        self._closed.set()
 
     def __enter__(self) -> Broadcaster:
         self.start()
@@ -409,8 +407,9 @@ class Broadcaster:
             return self._change_stored_status(push_uuid, {PushStatus.RUNNING}, PushStatus.PAUSED)
 
     def resume(self, push_uuid: UUID) -> bool:
-        """Carry on a paused push (also one paused before a restart). False if it is not
-        paused; BroadcastBusy if another job is active."""
+        """Carry on a paused push (also one paused before a restart), or a `running` one
+        that no job is sending (its job failed). False if there is nothing to resume;
+        BroadcastBusy if another job is active."""
         with self._control:
             self._require_started()
             winding_down = self._find_job(push_uuid, JobKind.PUSH)
@@ -418,17 +417,26 @@ class Broadcaster:
                 if winding_down.stop_reason is not JobState.PAUSED:
                     return False
                 # Paused a moment ago: let its in-flight sends land in the ledger first.
-                winding_down.finished.wait()
+                if not winding_down.finished.wait(self._winding_down_timeout):
+                    raise BroadcastBusy(self._progress_of(winding_down))
+            if self._find_job(push_uuid, JobKind.RETRACT) is not None:
+                return False
             push = self._load_push(push_uuid)
-            if push.status != PushStatus.PAUSED:
+            if push.status not in (PushStatus.PAUSED, PushStatus.RUNNING):
                 return False
             with self._lock:
                 busy = self._current or (self._queue[0] if self._queue else None)
             if busy is not None:
                 raise BroadcastBusy(self._progress_of(busy))
-            self._persist_status(push_uuid, PushStatus.RUNNING)
+            if push.status == PushStatus.PAUSED:
+                self._persist_status(push_uuid, PushStatus.RUNNING)
             self._enqueue(_Job(push_uuid, JobKind.PUSH), force=True)
             return True
+
+    @property
+    def _winding_down_timeout(self) -> float:
+        # In-flight requests end within the engine's own request deadline, then one flush.
+        return 4 * self._options.request_timeout + self._options.close_deadline
 
     def cancel(self, push_uuid: UUID) -> bool:
         """Cancel a running or paused push for good (copies already sent stay; /undo can
