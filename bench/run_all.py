@@ -138,7 +138,8 @@ METHOD = """\
   (`Runtime.create` + `BotThread`: polling, default settings, broadcast_rate 29.8, SQLite in
   a temp dir) is driven through the admin's /push → Send. Meanwhile new users send /start
   (1/s); their reply time is send → the bot's sendMessage as recorded by the stand-in,
-  counted for users who wrote between the first and the last copy. A second row repeats
+  counted for users who wrote between the first and the last copy; before the broadcast,
+  10 users send /start one at a time to the idle bot (the baseline). A second row repeats
   the broadcast with nobody else writing.
 - **undo_pace** (issue #4): the same set-up and /push, then /undo as a reply to the report →
   Retract; deletion pace over the successful deleteMessage calls; 429s counted from the
@@ -147,7 +148,8 @@ METHOD = """\
   10,000 chats. (a) the `Broadcaster` alone (`Pacer(1e9)`, create_push + launch_push +
   wait, timed from launch to report) versus (b) a bare ptb loop: one `telegram.Bot` with
   `HTTPXRequest(connection_pool_size=30)` and 30 concurrent `copy_message` coroutines
-  (`asyncio.Semaphore(30)`), no database. Alternating order, best of 3 each, same process.
+  (`asyncio.Semaphore(30)`), no database. Alternating order, best of 5 each (medians in
+  the details), same process.
   Peak memory: a 100,000-recipient engine-only broadcast in a subprocess of its own, which
   reports its `VmHWM` (`ru_maxrss` is also printed but is inflated by the fork from the
   benchmark process before exec).

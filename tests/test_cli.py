@@ -7,7 +7,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from sqlalchemy.orm import Session, sessionmaker
 
+from pushbot.db import queries
 from pushbot.standin.server import StandIn
 from tests.fixtures.process import BotProcess, base_env
 
@@ -74,3 +76,65 @@ def test_run_polls_the_standin_and_answers_start(
     secret = standin.token.split(":", 1)[1]
     assert secret not in output and standin.token not in output
     assert "getUpdates" in output or "DEBUG" in output
+
+
+def _cli(
+    args: list[str], env: dict[str, str], cwd: Path, stdin: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "pushbot", *args],
+        env=env,
+        cwd=cwd,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_cli_push_history_and_undo(
+    standin: StandIn, db_url: str, session_factory: sessionmaker[Session], tmp_path: Path
+) -> None:
+    standin.set_limits(enabled=False)
+    standin.add_user(1000)
+    users = standin.add_users(25)
+    with session_factory.begin() as session:
+        for user in users:
+            queries.subscribe_chat(session, queries.ChatInfo(id=user, type="private"))
+    env = base_env(
+        BOT_TOKEN=standin.token,
+        TELEGRAM_BASE_URL=standin.base_url,
+        ADMIN_IDS="1000",
+        DATABASE_URL=db_url,
+    )
+
+    pushed = _cli(["push"], env, tmp_path, stdin="From the terminal\n")
+    assert pushed.returncode == 0, pushed.stderr
+    assert "Delivered: 25" in pushed.stdout
+    assert all(standin.inbox(u)[-1]["text"] == "From the terminal" for u in users)
+    report = standin.inbox(1000)[-1]
+    assert "Reply /undo" in report["text"], "the report reaches the admin's chat too"
+
+    history = _cli(["history"], env, tmp_path)
+    assert history.returncode == 0 and "done" in history.stdout and "25" in history.stdout
+    (row,) = _recent(session_factory)
+    assert row.push.report_message_id == report["message_id"]
+
+    undone = _cli(["undo", str(row.push.uuid)], env, tmp_path)
+    assert undone.returncode == 0, undone.stderr
+    assert "Removed: 25" in undone.stdout
+    assert all(not any(m.get("copied_from") for m in standin.inbox(u)) for u in users)
+    history = _cli(["history"], env, tmp_path)
+    assert "retracted" in history.stdout
+    again = _cli(["undo", str(row.push.uuid)], env, tmp_path)
+    assert "already retracted" in again.stdout
+
+
+def test_cli_push_needs_an_admin_chat(tmp_path: Path) -> None:
+    result = _cli(["push", "hello"], base_env(BOT_TOKEN="1:abcdefgh"), tmp_path)
+    assert result.returncode == 2 and "ADMIN_IDS" in result.stderr
+
+
+def _recent(factory: sessionmaker[Session]) -> list[queries.PushHistoryRow]:
+    with factory.begin() as session:
+        return queries.recent_pushes(session, 5)

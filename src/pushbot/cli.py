@@ -102,7 +102,7 @@ def cmd_push(args: argparse.Namespace) -> int:
     from pushbot.runtime import Runtime
 
     settings = _settings()
-    text = args.text if args.text is not None else sys.stdin.read()
+    text = args.text if args.text is not None else sys.stdin.read().strip()
     if not text.strip():
         raise ConfigError("text", "the message to broadcast is empty")
     admin_chat = _admin_chat(settings, args.admin_chat)

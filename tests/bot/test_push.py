@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from typing import Any
 
+import pytest
+
+from pushbot.bot import push as push_module
 from pushbot.db import queries
+from pushbot.standin.server import StandIn
 from tests.fixtures.bot import ADMIN_ID, OTHER_ADMIN_ID, BotHarness
 
 
@@ -182,3 +188,20 @@ def _status_of(bot: BotHarness, raw_uuid: str) -> str | None:
 
     push = bot.query(lambda s: queries.get_push(s, UUID(raw_uuid)))
     return None if push is None else str(push.status)
+
+
+def test_an_abandoned_push_times_out(
+    monkeypatch: pytest.MonkeyPatch, standin: StandIn, bot_factory: Callable[..., BotHarness]
+) -> None:
+    monkeypatch.setattr(push_module, "CONVERSATION_TIMEOUT_SECONDS", 1.0)
+    standin.set_limits(enabled=False)
+    bot = bot_factory(broadcast_rate=1000.0)
+    mark = bot.last_message_id()
+    bot.say("/push")
+    bot.next_reply(mark)
+    timed_out = bot.next_reply(mark, lambda m: "timed out" in m.get("text", ""), timeout=10)
+    assert "nothing was sent" in timed_out["text"]
+    # The conversation is over: a plain message now is not taken as the broadcast.
+    bot.say("not a broadcast")
+    time.sleep(0.5)
+    assert all("Send it?" not in m.get("text", "") for m in bot.tg.inbox(ADMIN_ID))
