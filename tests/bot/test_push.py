@@ -110,14 +110,8 @@ def test_cancel_button_and_cancel_command_send_nothing(fast_bot: BotHarness) -> 
 
 def test_a_second_push_while_one_runs_is_told_so(bot: BotHarness) -> None:
     # Real limits: 60 recipients take about two seconds, long enough to overlap.
-    bot.tg.set_limits(enabled=False)
-    users = bot.tg.add_users(60)
-    bot.subscribe(users)
-    bot.tg.set_limits(enabled=True)
-    mark = bot.last_message_id()
-    bot.say("/push first")
-    confirm = bot.next_reply(mark, lambda m: "Send it?" in m.get("text", ""))
-    bot.tg.press_button(ADMIN_ID, ADMIN_ID, confirm["message_id"], "push:send")
+    bot.seed_subscribers(60)
+    confirm = bot.send_push("first")
     bot.tg.wait_for(lambda: bot.runtime.broadcaster.active() is not None)
     bot.tg.add_user(OTHER_ADMIN_ID)
     bot.say("/push second", OTHER_ADMIN_ID)
@@ -129,10 +123,7 @@ def test_a_second_push_while_one_runs_is_told_so(bot: BotHarness) -> None:
 
 
 def test_status_message_is_edited_live_and_never_unmodified(bot: BotHarness) -> None:
-    bot.tg.set_limits(enabled=False)
-    users = bot.tg.add_users(150)
-    bot.subscribe(users)
-    bot.tg.set_limits(enabled=True)
+    bot.seed_subscribers(150)
     bot.tg.reset_calls()
     report = bot.push("Paced", timeout=60)
     edits = [c for c in bot.tg.calls("editMessageText") if c.chat_id == ADMIN_ID]
@@ -145,15 +136,8 @@ def test_status_message_is_edited_live_and_never_unmodified(bot: BotHarness) -> 
 
 
 def test_pause_resume_and_cancel_buttons(bot: BotHarness) -> None:
-    bot.tg.set_limits(enabled=False)
-    users = bot.tg.add_users(120)
-    bot.subscribe(users)
-    bot.tg.set_limits(enabled=True)
-    mark = bot.last_message_id()
-    bot.say("/push slow one")
-    confirm = bot.next_reply(mark, lambda m: "Send it?" in m.get("text", ""))
-    status_id = confirm["message_id"]
-    bot.tg.press_button(ADMIN_ID, ADMIN_ID, status_id, "push:send")
+    bot.seed_subscribers(120)
+    status_id = bot.send_push("slow one")["message_id"]
     status = bot.tg.wait_for_message(
         ADMIN_ID, lambda m: m["message_id"] == status_id and "Pause" in str(m.get("reply_markup"))
     )

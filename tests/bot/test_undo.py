@@ -87,14 +87,8 @@ def test_copies_telegram_considers_too_old_are_reported_not_pretended(fast_bot: 
 
 
 def test_undo_during_a_running_broadcast_stops_it_then_retracts(bot: BotHarness) -> None:
-    bot.tg.set_limits(enabled=False)
-    users = bot.tg.add_users(200)
-    bot.subscribe(users)
-    bot.tg.set_limits(enabled=True)
-    mark = bot.last_message_id()
-    bot.say("/push too early")
-    confirm = bot.next_reply(mark, lambda m: "Send it?" in m.get("text", ""))
-    bot.tg.press_button(ADMIN_ID, ADMIN_ID, confirm["message_id"], "push:send")
+    bot.seed_subscribers(200)
+    confirm = bot.send_push("too early")
     bot.tg.wait_for(lambda: len(bot.copies_per_chat()) >= 20)
     ask = _undo_by_reply(bot, confirm["message_id"])  # the status message
     assert "still running" in ask["text"]
