@@ -653,7 +653,7 @@ ACTIVITIES: tuple[tuple[str, tuple[str, ...]], ...] = (
 # Frames worth a line of their own in every profile (inclusive share).
 HIGHLIGHTS = (
     (
-        "httpcore's current_async_library() (a failing `import sniffio` each call)",
+        "httpcore's current_async_library() (`import sniffio` on every call)",
         "current_async_library (httpcore/_synchronization.py)",
     ),
     (
@@ -736,31 +736,6 @@ def _short_frame(frame: str) -> str:
             path = path.split(marker, 1)[1]
             break
     return f"{name} ({path})" if path else name
-
-
-def install_sniffio_stub() -> bool:
-    """What-if: httpcore 1.0 calls `import sniffio` inside current_async_library(), about 12
-    times per request. sniffio is no longer a dependency of anyio 4.x, so when it is not
-    installed every one of those is a failing import that searches sys.path again. A stub
-    module (asyncio only) makes them dictionary look-ups, as installing sniffio would.
-    Returns False when the real sniffio is importable (nothing to do)."""
-    import importlib.util
-    import types
-
-    if "sniffio" in sys.modules or importlib.util.find_spec("sniffio") is not None:
-        return False
-    stub = types.ModuleType("sniffio")
-    stub.current_async_library = lambda: "asyncio"  # type: ignore[attr-defined]
-    sys.modules["sniffio"] = stub
-    return True
-
-
-def add_sniffio_option(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--sniffio-stub",
-        action="store_true",
-        help="what-if: stub the missing `sniffio` module that httpcore imports per request",
-    )
 
 
 def machine_facts() -> dict[str, str]:

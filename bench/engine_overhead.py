@@ -46,10 +46,8 @@ from common import (
     Row,
     StandInProcess,
     add_common_options,
-    add_sniffio_option,
     command_line,
     emit,
-    install_sniffio_stub,
     postgres_database,
     quiet_logging,
     seed_audience,
@@ -255,7 +253,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds per run")
     parser.add_argument("--memory-child", metavar="CONFIG", help=argparse.SUPPRESS)
-    add_sniffio_option(parser)
     add_common_options(parser)
     return parser
 
@@ -272,8 +269,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.rounds < 2:
         raise SystemExit("--rounds must be at least 2 (best of N, alternating order)")
     command = command_line("engine_overhead.py", argv)
-    if args.sniffio_stub and not install_sniffio_stub():
-        raise SystemExit("--sniffio-stub: sniffio is installed, nothing to stub")
     with (
         postgres_database() as database_url,
         StandInProcess("--no-limits", "--seed", str(args.seed)) as standin,
@@ -392,8 +387,7 @@ def describe(
     n = best_engine.sent
     rows = [
         Row(
-            f"engine vs bare ptb, {n:,} recipients, PostgreSQL, limits lifted"
-            + (" (what-if: sniffio stubbed)" if args.sniffio_stub else ""),
+            f"engine vs bare ptb, {n:,} recipients, PostgreSQL, limits lifted",
             f"engine {best_engine.rate:.0f} msg/s, bare {best_bare.rate:.0f} msg/s: "
             f"overhead {overhead:.0%} (best of {args.rounds})",
             f"overhead ≤ {OVERHEAD_GOAL:.0%}",

@@ -31,11 +31,9 @@ from common import (
     Row,
     StandInProcess,
     add_common_options,
-    add_sniffio_option,
     bot_settings,
     command_line,
     emit,
-    install_sniffio_stub,
     postgres_database,
     postgres_database_named,
     rate,
@@ -173,7 +171,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--inject-threads", type=int, default=4, help=argparse.SUPPRESS)
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds per run")
-    add_sniffio_option(parser)
     add_common_options(parser)
     return parser
 
@@ -185,8 +182,6 @@ def main(argv: list[str] | None = None) -> int:
         args.users = min(args.users, 600)
         args.rounds = 1
     command = command_line("inbound.py", argv)
-    if args.sniffio_stub and not install_sniffio_stub():
-        raise SystemExit("--sniffio-stub: sniffio is installed, nothing to stub")
     runs: dict[str, list[Inbound]] = {mode: [] for mode in args.modes}
     profile = None
     with postgres_database() as server_url:
@@ -241,8 +236,7 @@ def describe(
         met = best.rate >= WEBHOOK_GOAL if mode == "webhook" else None
         rows.append(
             Row(
-                f"inbound /start burst, {args.users:,} new users, {mode}, PostgreSQL"
-                + (" (what-if: sniffio stubbed)" if args.sniffio_stub else ""),
+                f"inbound /start burst, {args.users:,} new users, {mode}, PostgreSQL",
                 f"{best.rate:,.0f} updates/s (best of {len(mode_runs)})",
                 goal,
                 met,

@@ -63,7 +63,7 @@ def run_benchmark(bench: Benchmark, quick: bool, timeout: float, quiet_wait: flo
         return Result(bench.name, [failed], [f"- `{shown}` failed: {code}"])
     raw: dict[str, Any] = json.loads(text)
     result = Result(
-        name=raw["name"],
+        name=bench.name,
         rows=[Row(**row) for row in raw["rows"]],
         details=list(raw["details"]),
         profile=raw.get("profile"),

@@ -81,6 +81,7 @@ class Pacer:
         self._burst = burst
         self._theoretical_arrival = clock()
         self._gate_until = 0.0
+        self._turnstile = threading.Lock()
 
     @property
     def rate(self) -> float:
@@ -130,21 +131,38 @@ class Pacer:
             return self._gate_until > self._clock()
 
     def acquire(self, stop: threading.Event | None = None) -> bool:
-        """Block the calling thread until it may send. Returns False if `stop` was set first
-        (the slot is then forfeited: a stopping job must not wait out a long retry_after)."""
-        while True:
-            wait = self.reserve()
-            if wait > 0:
+        """Block the calling thread until it may send. Returns False if `stop` was set first.
+
+        Threads queue in a turnstile and take a slot only once it is due, instead of each
+        booking one ahead: with 30 workers that would keep a second of slots booked, and
+        every reply the bot owes a user (booked through `acquire_async`) would wait behind
+        them. This way the Application's requests wait for one slot at most.
+        """
+        with self._turnstile:
+            while True:
+                if stop is not None and stop.is_set():
+                    return False
+                wait = self._take_if_due()
+                if wait <= 0:
+                    return True
                 if stop is not None:
                     if stop.wait(wait):
                         return False
                 else:
                     time.sleep(wait)
-            elif stop is not None and stop.is_set():
-                return False
-            # A 429 seen by someone else while we slept: our slot is void, book a new one.
-            if not self._gate_closed_at_slot():
-                return True
+
+    def _take_if_due(self) -> float:
+        """Take the next slot if it is due now (0.0), else say how long until it is."""
+        with self._lock:
+            now = self._clock()
+            allowed_at = max(now, self._gate_until, self._theoretical_arrival - self._tolerance)
+            if allowed_at > now:
+                return allowed_at - now
+            # Waking a little late must not slow the pace down: count from the slot's
+            # theoretical time, unless the pacer had really been idle for a while.
+            start = max(self._theoretical_arrival, now - self._interval)
+            self._theoretical_arrival = start + self._interval
+            return 0.0
 
     async def acquire_async(self) -> None:
         """Wait without blocking the event loop until the caller may send."""
@@ -188,6 +206,7 @@ class SharedRateLimiter(BaseRateLimiter[int]):
         "_group_burst",
         "_group_rate",
         "_max_retries",
+        "_next_sweep_at",
         "_pacer",
         "_private_burst",
         "_private_rate",
@@ -211,6 +230,7 @@ class SharedRateLimiter(BaseRateLimiter[int]):
         self._group_burst = group_chat_burst
         self._chat_pacers: dict[int | str, Pacer] = {}
         self._chat_pacers_lock = threading.Lock()
+        self._next_sweep_at = PER_CHAT_PACERS_SOFT_LIMIT
 
     @property
     def pacer(self) -> Pacer:
@@ -260,7 +280,7 @@ class SharedRateLimiter(BaseRateLimiter[int]):
         with self._chat_pacers_lock:
             pacer = self._chat_pacers.get(key)
             if pacer is None:
-                if len(self._chat_pacers) >= PER_CHAT_PACERS_SOFT_LIMIT:
+                if len(self._chat_pacers) >= self._next_sweep_at:
                     self._forget_idle_chat_pacers()
                 pacer = self._new_chat_pacer(key)
                 self._chat_pacers[key] = pacer
@@ -276,6 +296,9 @@ class SharedRateLimiter(BaseRateLimiter[int]):
         # An idle pacer has no memory worth keeping: a fresh one behaves the same.
         for key in [k for k, p in self._chat_pacers.items() if p.idle()]:
             del self._chat_pacers[key]
+        # In a burst of new chats none is idle yet: sweep again only once the map doubled,
+        # so the sweeps cost O(1) per request on average instead of O(chats).
+        self._next_sweep_at = max(PER_CHAT_PACERS_SOFT_LIMIT, 2 * len(self._chat_pacers))
 
 
 def is_paced_endpoint(endpoint: str) -> bool:
