@@ -82,6 +82,7 @@ class Pacer:
         self._theoretical_arrival = clock()
         self._gate_until = 0.0
         self._turnstile = threading.Lock()
+        self._queued = 0  # threads inside acquire(), waiting their turn or their slot
 
     @property
     def rate(self) -> float:
@@ -115,10 +116,11 @@ class Pacer:
             return max(0.0, self._gate_until - self._clock())
 
     def backlog(self) -> float:
-        """Seconds of slots already booked ahead of now: how long the pacer alone keeps
-        the callers that already reserved busy (0 when a new caller would go at once)."""
+        """Seconds the pacer alone keeps busy the callers that already asked: slots booked
+        ahead of now plus one slot per thread queued in `acquire` behind the first."""
         with self._lock:
-            return max(0.0, self._theoretical_arrival - self._tolerance - self._clock())
+            booked = max(0.0, self._theoretical_arrival - self._tolerance - self._clock())
+            return booked + max(0, self._queued - 1) * self._interval
 
     def idle(self) -> bool:
         """True when every booked slot is in the past and the gate is open."""
@@ -138,6 +140,15 @@ class Pacer:
         every reply the bot owes a user (booked through `acquire_async`) would wait behind
         them. This way the Application's requests wait for one slot at most.
         """
+        with self._lock:
+            self._queued += 1
+        try:
+            return self._acquire_in_turn(stop)
+        finally:
+            with self._lock:
+                self._queued -= 1
+
+    def _acquire_in_turn(self, stop: threading.Event | None) -> bool:
         with self._turnstile:
             while True:
                 if stop is not None and stop.is_set():
