@@ -140,7 +140,12 @@ class Pacer:
         every reply the bot owes a user (booked through `acquire_async`) would wait behind
         them. This way the Application's requests wait for one slot at most.
         """
+        if stop is not None and stop.is_set():
+            return False
         with self._lock:
+            # Fast path: nobody waiting and the slot is due (always, when unpaced).
+            if self._queued == 0 and self._take_if_due_locked() == 0.0:
+                return True
             self._queued += 1
         try:
             return self._acquire_in_turn(stop)
@@ -165,15 +170,18 @@ class Pacer:
     def _take_if_due(self) -> float:
         """Take the next slot if it is due now (0.0), else say how long until it is."""
         with self._lock:
-            now = self._clock()
-            allowed_at = max(now, self._gate_until, self._theoretical_arrival - self._tolerance)
-            if allowed_at > now:
-                return allowed_at - now
-            # Waking a little late must not slow the pace down: count from the slot's
-            # theoretical time, unless the pacer had really been idle for a while.
-            start = max(self._theoretical_arrival, now - self._interval)
-            self._theoretical_arrival = start + self._interval
-            return 0.0
+            return self._take_if_due_locked()
+
+    def _take_if_due_locked(self) -> float:
+        now = self._clock()
+        allowed_at = max(now, self._gate_until, self._theoretical_arrival - self._tolerance)
+        if allowed_at > now:
+            return allowed_at - now
+        # Waking a little late must not slow the pace down: count from the slot's
+        # theoretical time, unless the pacer had really been idle for a while.
+        start = max(self._theoretical_arrival, now - self._interval)
+        self._theoretical_arrival = start + self._interval
+        return 0.0
 
     async def acquire_async(self) -> None:
         """Wait without blocking the event loop until the caller may send."""
