@@ -48,24 +48,14 @@ from pushbot.config import Settings  # noqa: E402
 from pushbot.db import queries  # noqa: E402
 from pushbot.logs import configure_logging, token_secrets  # noqa: E402
 from pushbot.runtime import BotThread, Runtime  # noqa: E402
+from pushbot.standin.methods import LIMITED_METHODS  # noqa: E402
 from pushbot.standin.remote import RemoteStandIn  # noqa: E402
 from pushbot.standin.world import Call, JsonDict  # noqa: E402
 
 ADMIN_ID = 1000
 PYTHON = sys.executable
-# Calls that spend Telegram's per-bot budget (the stand-in's LIMITED_METHODS).
-PACED_METHODS = frozenset(
-    {
-        "sendMessage",
-        "sendPhoto",
-        "copyMessage",
-        "forwardMessage",
-        "editMessageText",
-        "editMessageReplyMarkup",
-        "deleteMessage",
-        "deleteMessages",
-    }
-)
+# Calls that spend Telegram's per-bot budget, as the stand-in counts them.
+PACED_METHODS = LIMITED_METHODS
 
 
 # --- results -------------------------------------------------------------------------------------
