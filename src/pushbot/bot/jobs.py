@@ -18,7 +18,7 @@ from telegram.error import BadRequest
 from telegram.ext import Application, CallbackQueryHandler, ContextTypes
 
 from pushbot.bot import render
-from pushbot.bot.services import Services, services
+from pushbot.bot.services import SERVICES_KEY, Services, services
 from pushbot.broadcast.progress import JobReport, JobState
 
 logger = logging.getLogger(__name__)
@@ -34,7 +34,7 @@ SILENT_STATES = frozenset({JobState.INTERRUPTED, JobState.SUPERSEDED})
 def watch_job(
     app: Application[Any, Any, Any, Any, Any, Any], push_uuid: UUID, chat_id: int, message_id: int
 ) -> None:
-    svc: Services = app.bot_data["pushbot.services"]
+    svc: Services = app.bot_data[SERVICES_KEY]
     if push_uuid in svc.watched:
         return
     svc.watched.add(push_uuid)
@@ -88,7 +88,7 @@ async def _edit_status(
 
 
 async def post_report(app: Application[Any, Any, Any, Any, Any, Any], report: JobReport) -> None:
-    svc: Services = app.bot_data["pushbot.services"]
+    svc: Services = app.bot_data[SERVICES_KEY]
     push = await svc.store.get_push(report.uuid)
     if push is None or push.report_chat_id is None:
         return

@@ -28,12 +28,14 @@ T = TypeVar("T")
 
 # A chat seen within this window is not written again just because it sent another update.
 LAST_SEEN_REFRESH_SECONDS = 600.0
+RECENTLY_SEEN_MAX = 100_000
 
 
 class Store:
     def __init__(self, session_factory: sessionmaker[Session]) -> None:
         self._factory = session_factory
         self._recently_seen: dict[int, float] = {}
+        self._sweep_at = RECENTLY_SEEN_MAX
 
     async def _run(self, work: Callable[[Session], T]) -> T:
         def in_transaction() -> T:
@@ -57,7 +59,16 @@ class Store:
         if last is not None and now - last < LAST_SEEN_REFRESH_SECONDS:
             return
         self._recently_seen[chat.id] = now
+        if len(self._recently_seen) > self._sweep_at:
+            self._forget_stale(now)
         await self._run(lambda s: queries.record_chat(s, chat))
+
+    def _forget_stale(self, now: float) -> None:
+        """Keep the memory of a bot with millions of chats bounded to the active ones."""
+        cutoff = now - LAST_SEEN_REFRESH_SECONDS
+        self._recently_seen = {k: t for k, t in self._recently_seen.items() if t >= cutoff}
+        # When most are still fresh, sweep again only after the map doubled (O(1) amortised).
+        self._sweep_at = max(RECENTLY_SEEN_MAX, 2 * len(self._recently_seen))
 
     async def purge(self, chat_id: int, reason: str) -> None:
         self._recently_seen.pop(chat_id, None)

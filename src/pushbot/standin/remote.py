@@ -8,14 +8,13 @@ this side because predicates cannot be sent over the wire.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Collection
 from types import TracebackType
 from typing import Any
 
 import httpx
 
-from pushbot.standin.server import describe, summarize_calls, wait_for_message
+from pushbot.standin.server import wait_for_message, wait_until
 from pushbot.standin.world import Call, JsonDict
 
 _ERRORS: dict[str, type[Exception]] = {
@@ -229,14 +228,7 @@ class RemoteStandIn:
     def wait_for(
         self, predicate: Callable[[], bool], timeout: float = 10.0, interval: float = 0.05
     ) -> None:
-        deadline = time.monotonic() + timeout
-        while not predicate():
-            if time.monotonic() >= deadline:
-                raise AssertionError(
-                    f"timed out after {timeout:g}s waiting for {describe(predicate)}; "
-                    f"last calls: {summarize_calls(self.calls()[-8:])}"
-                )
-            time.sleep(interval)
+        wait_until(predicate, self.calls, timeout, interval)
 
     def wait_for_message(
         self,

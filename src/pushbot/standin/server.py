@@ -388,14 +388,7 @@ class StandIn:
     def wait_for(
         self, predicate: Callable[[], bool], timeout: float = 10.0, interval: float = 0.02
     ) -> None:
-        deadline = time.monotonic() + timeout
-        while not predicate():
-            if time.monotonic() >= deadline:
-                raise AssertionError(
-                    f"timed out after {timeout:g}s waiting for {describe(predicate)}; "
-                    f"last calls: {summarize_calls(self.calls()[-8:])}"
-                )
-            time.sleep(interval)
+        wait_until(predicate, self.calls, timeout, interval)
 
     def wait_for_message(
         self,
@@ -528,6 +521,24 @@ def summarize_calls(calls: list[Call]) -> str:
         for c in calls
     ]
     return "; ".join(parts)
+
+
+def wait_until(
+    predicate: Callable[[], bool],
+    calls: Callable[[], list[Call]],
+    timeout: float,
+    interval: float,
+) -> None:
+    """Poll `predicate`; on timeout fail with the last calls the stand-in saw.
+    Shared by StandIn and RemoteStandIn."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() >= deadline:
+            raise AssertionError(
+                f"timed out after {timeout:g}s waiting for {describe(predicate)}; "
+                f"last calls: {summarize_calls(calls()[-8:])}"
+            )
+        time.sleep(interval)
 
 
 def wait_for_message(
