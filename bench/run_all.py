@@ -39,6 +39,7 @@ BENCHMARKS = (
     Benchmark("undo_pace", "undo_pace.py"),
     Benchmark("engine_overhead", "engine_overhead.py"),
     Benchmark("inbound", "inbound.py"),
+    Benchmark("bad_days", "bad_days.py"),
 )
 
 
@@ -160,6 +161,16 @@ METHOD = """\
   stand-in POSTs them to ptb's webhook server (max_connections 40); polling: getUpdates
   batches of 100. Handled = the reply as recorded by the stand-in; every user's row is
   checked in PostgreSQL afterwards. Best of 2 per mode.
+- **bad_days** (issue #8): Telegram's bad days against the real bot, stand-in at Telegram's
+  limits (30/s, 1/s per chat, 1000/s paid) with 30–120 ms latency, PostgreSQL, a fresh
+  database per scenario. *outage*: 800 subscribers, /push, 5 s after Send every method
+  (getUpdates included) answers 502 for 20 s; copies per chat, failed, purged and whether
+  the status said "unreachable since" are read from the stand-in and the ledger.
+  *transient*: 5 % of sendMessage and copyMessage answered 502; 500 new users /start, then a
+  /push to them: lost and duplicate replies and copies. *paid*: PAID_BROADCAST=true,
+  BROADCAST_RATE=1000, 3,000 new users /start within seconds: 429s over every method and
+  replies received. *pace*: /push to 300, the admin subscribed too: msg/s and 429s, in the
+  admin's chat included.
 
 ## Noise
 

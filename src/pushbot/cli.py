@@ -1,7 +1,8 @@
 """`pushbot run | push | undo | history | demo`.
 
 Bad settings end the command with one line naming the variable (exit code 2), never a
-traceback.
+traceback; so does a database that cannot be used, and a token Telegram rejects. `pushbot run`
+waits for a Telegram it cannot reach (see pushbot.startup).
 """
 
 from __future__ import annotations
@@ -19,6 +20,12 @@ from telegram import Bot, Message
 from telegram.request import HTTPXRequest
 
 from pushbot.config import ConfigError, Settings, load_settings
+from pushbot.db.errors import (
+    DatabaseUnavailable,
+    explain_database_error,
+    find_database_error,
+    is_connection_error,
+)
 from pushbot.logs import configure_logging, token_secrets
 
 if TYPE_CHECKING:
@@ -30,15 +37,39 @@ EXIT_REFUSED = 3
 PROGRESS_REFRESH_SECONDS = 0.5
 
 
+# The DATABASE_URL of the running command, for explaining a database error that reaches
+# main() from any command (its handler loaded the settings, main() did not).
+_database_url: str | None = None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    from pushbot.startup import StartupStopped
+
     args = _parser().parse_args(argv)
     try:
         return int(args.handler(args))
     except ConfigError as exc:
         print(f"pushbot: configuration error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
+    except DatabaseUnavailable as exc:
+        print(f"pushbot: database error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except StartupStopped:
+        return 0  # SIGTERM before the bot started: nothing to wind down
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:
+        # A database that cannot be reached (or disappears) in any command: one line too.
+        # Other database errors (a constraint, SQL) are bugs and keep their traceback.
+        found = find_database_error(exc)
+        if found is None or _database_url is None or not is_connection_error(found):
+            raise
+        reason = explain_database_error(found, _database_url)
+        print(
+            f"pushbot: database error: {DatabaseUnavailable(_database_url, reason)}",
+            file=sys.stderr,
+        )
+        return EXIT_CONFIG
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -71,35 +102,83 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _settings(require_token: bool = True) -> Settings:
+    global _database_url
     settings = load_settings(require_token=require_token)
     configure_logging(settings.log_level, token_secrets(settings.bot_token))
+    _database_url = settings.database_url
     return settings
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     from pushbot.bot.app import run
+    from pushbot.db.errors import database_errors
     from pushbot.runtime import Runtime
+    from pushbot.startup import (
+        check_database,
+        fetch_bot_user,
+        keep_trying,
+        quiet_ptb_start_up_noise,
+    )
 
     settings = _settings()
-    logging.getLogger("pushbot").info(
-        "starting: %s mode, %d admin(s), database %s",
-        "webhook" if settings.uses_webhook else "polling",
-        len(settings.admin_ids),
-        settings.database_url.split("://", 1)[0],
-    )
-    runtime = Runtime.create(settings)
-    try:
-        run(runtime.build_bot(), settings)
-    finally:
-        runtime.close()
+    log = logging.getLogger("pushbot")
+    # The database first: its problems are the operator's to fix, so they end start-up at
+    # once (one line, nothing else printed), before any wait for Telegram.
+    check_database(settings)
+    quiet_ptb_start_up_noise()
+    migrated = False
+
+    def start_and_serve() -> None:
+        """One attempt: getMe, then the bot until it is stopped. A network failure in
+        either (also in ptb's own start-up calls: initialize's getMe, deleteWebhook,
+        setWebhook) is raised to `keep_trying`, which waits and calls this again."""
+        nonlocal migrated
+        me = fetch_bot_user(settings)
+        # A new Runtime per attempt: a failed start shut its broadcaster down for good.
+        with database_errors(settings.database_url):
+            runtime = Runtime.create(settings, migrate=not migrated)
+        migrated = True
+        log.info(
+            "starting @%s: %s mode, %d admin(s), database %s",
+            me.username,
+            "webhook" if settings.uses_webhook else "polling",
+            len(settings.admin_ids),
+            settings.database_url.split("://", 1)[0],
+        )
+        # A loop of our own, closed afterwards: ptb's run leaves its loop open (with its
+        # signal handlers installed) otherwise, and a retry needs a clean slate.
+        loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(loop)
+        try:
+            run(runtime.build_bot(), settings)
+        finally:
+            asyncio.set_event_loop(None)
+            loop.close()
+            runtime.close()
+
+    keep_trying(settings, start_and_serve)
     return 0
 
 
 def cmd_push(args: argparse.Namespace) -> int:
     from pushbot.bot.render import render_push_report
+    from pushbot.broadcast.engine import UNKNOWN_PUSH, BroadcastBusy
+    from pushbot.broadcast.progress import JobKind, Progress
     from pushbot.db import queries
+    from pushbot.db.models import PushStatus
     from pushbot.db.queries import PushDraft
     from pushbot.runtime import Runtime
+
+    def refuse(active: Progress) -> int:
+        if active.uuid == UNKNOWN_PUSH:
+            print("pushbot: another broadcast is running; one at a time.", file=sys.stderr)
+        else:
+            status = "retracting" if active.kind == JobKind.RETRACT else "running"
+            print(
+                f"pushbot: broadcast {active.uuid} is still {status}; one at a time.",
+                file=sys.stderr,
+            )
+        return EXIT_REFUSED
 
     settings = _settings()
     text = args.text if args.text is not None else sys.stdin.read().strip()
@@ -108,14 +187,11 @@ def cmd_push(args: argparse.Namespace) -> int:
     admin_chat = _admin_chat(settings, args.admin_chat)
     runtime = Runtime.create(settings)
     try:
-        with runtime.session_factory.begin() as session:
-            busy = [p for p in queries.unfinished_pushes(session) if p.status != "paused"]
-        if busy:
-            print(
-                f"pushbot: broadcast {busy[0].uuid} is still {busy[0].status}; one at a time.",
-                file=sys.stderr,
-            )
-            return EXIT_REFUSED
+        # The engine's rule, across processes (the broadcast lease): a bot process or
+        # another terminal that is sending or retracting keeps this one from starting.
+        active = runtime.broadcaster.busy()
+        if active is not None:
+            return refuse(active)
         source = _call_bot(settings, lambda bot: bot.send_message(admin_chat, text))
         with runtime.session_factory.begin() as session:
             push = queries.create_push(
@@ -130,9 +206,16 @@ def cmd_push(args: argparse.Namespace) -> int:
                 ),
             )
             queries.set_push_message_ids(session, push.uuid, report_chat_id=admin_chat)
-        print(f"broadcast {push.uuid}")
         runtime.broadcaster.start()
-        report = _follow(runtime.broadcaster.launch_push(push.uuid))
+        try:
+            handle = runtime.broadcaster.launch_push(push.uuid)
+        except BroadcastBusy as busy:
+            # Another process started a job since the check: this push never ran.
+            with runtime.session_factory.begin() as session:
+                queries.set_push_status(session, push.uuid, PushStatus.CANCELLED)
+            return refuse(busy.active)
+        print(f"broadcast {push.uuid}")
+        report = _follow(handle)
         summary = render_push_report(report)
         print(summary)
         sent = _call_bot(settings, lambda bot: bot.send_message(admin_chat, summary))
@@ -147,6 +230,7 @@ def cmd_push(args: argparse.Namespace) -> int:
 def cmd_undo(args: argparse.Namespace) -> int:
     from pushbot.bot.render import render_retract_report
     from pushbot.bot.undo import is_too_old
+    from pushbot.broadcast.engine import BroadcastBusy
     from pushbot.db import queries
     from pushbot.runtime import Runtime
 
@@ -168,7 +252,15 @@ def cmd_undo(args: argparse.Namespace) -> int:
             )
             return EXIT_REFUSED
         runtime.broadcaster.start()
-        print(render_retract_report(_follow(runtime.broadcaster.launch_retract(args.uuid))))
+        try:
+            handle = runtime.broadcaster.launch_retract(args.uuid)
+        except BroadcastBusy as exc:
+            print(
+                f"pushbot: broadcast {exc.active.uuid} is still being sent; one at a time.",
+                file=sys.stderr,
+            )
+            return EXIT_REFUSED
+        print(render_retract_report(_follow(handle)))
         return 0
     finally:
         runtime.broadcaster.shutdown()
@@ -245,6 +337,8 @@ def _follow(handle: JobHandle) -> JobReport:
             f"\r{progress_bar(fraction)}  done {progress.sent}  failed {progress.failed}  "
             f"left {progress.left}  {progress.rate:5.1f}/s"
         )
+        if progress.unreachable_since is not None:
+            line += f"  Telegram unreachable since {progress.unreachable_since:%H:%M:%S} UTC"
         print(line, end="", file=sys.stderr, flush=True)
         time.sleep(PROGRESS_REFRESH_SECONDS)
     print(file=sys.stderr)

@@ -1,4 +1,4 @@
-"""The long-lived pieces every entry point shares: database, pacer, broadcaster, bot.
+"""The long-lived pieces every entry point shares: database, gateway, broadcaster, bot.
 
 `pushbot run`, the CLI's push/undo/history, the demo, the tests and the benchmarks all
 assemble the bot the same way through here, so what is tested is what runs.
@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from pushbot.bot.app import AnyApp, ReportRelay, build_application
 from pushbot.bot.store import Store
 from pushbot.broadcast.engine import Broadcaster
-from pushbot.broadcast.pacing import Pacer
+from pushbot.broadcast.gateway import TelegramGateway
 from pushbot.config import Settings
 from pushbot.db.session import create_db_engine, create_session_factory, upgrade_database
 
@@ -31,7 +31,7 @@ class Runtime:
     settings: Settings
     engine: Engine
     session_factory: sessionmaker[Session]
-    pacer: Pacer
+    gateway: TelegramGateway
     broadcaster: Broadcaster
     store: Store
     relay: ReportRelay = field(default_factory=ReportRelay)
@@ -44,14 +44,15 @@ class Runtime:
             settings.database_url, pool_size=settings.broadcast_pool_size + EXTRA_DB_CONNECTIONS
         )
         factory = create_session_factory(engine)
-        pacer = Pacer(settings.broadcast_rate)
+        # One gateway per token: the broadcaster and the Application share its budgets.
+        gateway = TelegramGateway.for_settings(settings)
         relay = ReportRelay()
-        broadcaster = Broadcaster(settings, factory, pacer=pacer, on_finished=relay)
-        return cls(settings, engine, factory, pacer, broadcaster, Store(factory), relay)
+        broadcaster = Broadcaster(settings, factory, gateway=gateway, on_finished=relay)
+        return cls(settings, engine, factory, gateway, broadcaster, Store(factory), relay)
 
     def build_bot(self) -> AnyApp:
         return build_application(
-            self.settings, self.store, self.broadcaster, self.pacer, self.relay
+            self.settings, self.store, self.broadcaster, self.gateway, self.relay
         )
 
     def close(self) -> None:

@@ -13,6 +13,7 @@ import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
 from pushbot.broadcast.engine import Broadcaster, EngineOptions, JobEvent
+from pushbot.broadcast.gateway import TelegramGateway
 from pushbot.broadcast.pacing import Pacer
 from pushbot.broadcast.progress import JobReport
 from pushbot.config import Settings
@@ -59,11 +60,12 @@ class Scene:
         on_event: Callable[[JobEvent], None] | None = None,
         paid: bool = False,
         token: str | None = None,
+        gateway: TelegramGateway | None = None,
     ) -> Broadcaster:
         broadcaster = Broadcaster(
             self.settings(workers, rate, paid, token),
             self.factory,
-            pacer=Pacer(rate),
+            gateway=gateway if gateway is not None else TelegramGateway(Pacer(rate)),
             on_finished=on_finished,
             on_event=on_event,
             options=options,

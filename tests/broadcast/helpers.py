@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from pushbot.db import queries
 from pushbot.db.models import Chat, PushNotification
+from pushbot.standin import StandIn
 
 ADMIN_ID = 1000
 
@@ -75,3 +76,8 @@ def purged(factory: sessionmaker[Session]) -> dict[int, str | None]:
             select(Chat.id, Chat.purge_reason).where(Chat.purged_at.is_not(None))
         ).all()
     return {row.id: row.purge_reason for row in rows}
+
+
+def too_many_requests(tg: StandIn) -> int:
+    """How many calls of any method Telegram answered with 429."""
+    return sum(by_status.get("429", 0) for by_status in tg.stats().values())

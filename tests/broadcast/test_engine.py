@@ -15,10 +15,13 @@ from pushbot.broadcast.engine import (
     JobEvent,
     UnknownPush,
 )
+from pushbot.broadcast.gateway import TelegramGateway
+from pushbot.broadcast.health import TelegramHealth
+from pushbot.broadcast.pacing import Pacer
 from pushbot.broadcast.progress import JobKind, JobReport, JobState
 from pushbot.db.models import PushStatus
 from tests.broadcast import helpers
-from tests.broadcast.conftest import FAST, Scene
+from tests.broadcast.conftest import FAST, UNPACED, Scene
 
 
 def test_exactly_one_copy_per_subscribed_chat_and_unreachable_chats_are_purged(
@@ -178,21 +181,52 @@ def test_server_errors_and_timeouts_lose_nobody_and_purge_nobody(scene: Scene) -
     assert helpers.purged(scene.factory) == {}
 
 
-def test_persistent_server_errors_fail_after_the_attempts_but_purge_nobody(scene: Scene) -> None:
-    users = scene.users(5)
+def test_a_chat_that_keeps_failing_while_others_succeed_is_failed_but_not_purged(
+    scene: Scene,
+) -> None:
+    users = scene.users(20)
+    broken = users[0]
     options = EngineOptions(max_attempts=3, backoff_base=0.01, backoff_cap=0.02)
     broadcaster = scene.broadcaster(options=options)
-    scene.tg.inject_faults(kind="500", rate=1.0, methods={"copyMessage"})
+    scene.tg.inject_faults(kind="500", rate=1.0, methods={"copyMessage"}, chat_ids={broken})
     push_uuid = scene.push()
     report = broadcaster.launch_push(push_uuid).wait(timeout=30)
     scene.tg.inject_faults(rate=0.0)
 
     assert report.state is JobState.DONE
-    assert report.failed_by_reason == {"network error": 5} and report.purged == 0
-    assert scene.tg.count("copyMessage", 500) == 5 * 3
+    assert report.failed_by_reason == {"network error": 1} and report.purged == 0
+    assert report.sent == 19
+    # Three charged attempts; a first failure before Telegram had answered anyone is free.
+    assert scene.tg.count("copyMessage", 500) in (3, 4)
     assert helpers.purged(scene.factory) == {}
-    # They are failed, not forgotten: a new push reaches them.
-    assert broadcaster.launch_push(scene.push()).wait(timeout=30).sent == 5
+    # Failed, not forgotten: a new push reaches them.
+    assert broadcaster.launch_push(scene.push()).wait(timeout=30).sent == 20
+    assert scene.deliveries([broken]) == {broken: 1}
+
+
+def test_telegram_down_for_everyone_holds_the_push_and_charges_nobody(scene: Scene) -> None:
+    """Every method answers 500: that is Telegram's state, not the chats'."""
+    users = scene.users(5)
+    options = EngineOptions(max_attempts=3, backoff_base=0.01, backoff_cap=0.02)
+    health = TelegramHealth(backoff_base=0.1, backoff_cap=0.3)
+    broadcaster = scene.broadcaster(
+        options=options, gateway=TelegramGateway(Pacer(UNPACED), health=health)
+    )
+    scene.tg.start_outage(3600, kind="500")
+    push_uuid = scene.push()
+    handle = broadcaster.launch_push(push_uuid)
+    scene.tg.wait_for(lambda: handle.progress().unreachable_since is not None, timeout=30)
+    # Held for more getMe probes than max_attempts would allow tries: nobody failed.
+    scene.tg.wait_for(lambda: scene.tg.count("getMe", 500) >= 3, timeout=30)
+    progress = handle.progress()
+    assert progress.failed == 0 and progress.unreachable_since is not None
+    assert not handle.done()
+    scene.tg.end_outage()
+    report = handle.wait(timeout=60)
+
+    assert report.state is JobState.DONE
+    assert report.sent == 5 and report.failed == 0
+    assert helpers.purged(scene.factory) == {}
     assert scene.deliveries(users) == dict.fromkeys(users, 1)
 
 

@@ -1,4 +1,4 @@
-"""The shared Pacer and the Application's SharedRateLimiter."""
+"""The shared Pacer, per-chat budgets and the Application's SharedRateLimiter."""
 
 from __future__ import annotations
 
@@ -11,12 +11,13 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from telegram.error import RetryAfter
+from telegram.error import BadRequest, NetworkError, RetryAfter, TimedOut
 from telegram.ext import ExtBot
 
+from pushbot.broadcast.gateway import SharedRateLimiter, TelegramGateway
 from pushbot.broadcast.pacing import (
+    ChatBudgets,
     Pacer,
-    SharedRateLimiter,
     chat_key,
     is_paced_endpoint,
     retry_after_seconds,
@@ -227,6 +228,11 @@ class Recorder:
         return {"ok": True}
 
 
+def shared_limiter(pacer: Pacer, retry_budget: float = 60.0, **chats: Any) -> SharedRateLimiter:
+    gateway = TelegramGateway(pacer, chats=ChatBudgets(**chats))
+    return SharedRateLimiter(gateway, retry_budget=retry_budget, backoff_base=0.01)
+
+
 def run_requests(
     limiter: SharedRateLimiter, endpoint: str, chat_ids: list[Any], recorder: Recorder
 ) -> list[Any]:
@@ -244,7 +250,7 @@ def run_requests(
 
 
 def test_rate_limiter_paces_each_private_chat() -> None:
-    limiter = SharedRateLimiter(Pacer(rate=1000), private_chat_rate=10, private_chat_burst=1)
+    limiter = shared_limiter(Pacer(rate=1000), private_rate=10, private_burst=1)
     recorder = Recorder()
     started = time.monotonic()
     run_requests(limiter, "sendMessage", [5, 5, 5, 6], recorder)
@@ -254,44 +260,99 @@ def test_rate_limiter_paces_each_private_chat() -> None:
 
 
 def test_rate_limiter_paces_groups_slower() -> None:
-    limiter = SharedRateLimiter(
-        Pacer(rate=1000), group_chat_rate=5, group_chat_burst=1, private_chat_rate=1000
-    )
+    limiter = shared_limiter(Pacer(rate=1000), group_rate=5, group_burst=1, private_rate=1000)
     recorder = Recorder()
     started = time.monotonic()
     run_requests(limiter, "sendMessage", [-100, -100, 7, 7], recorder)
     assert max(recorder.calls) - started == pytest.approx(0.2, abs=0.08)
 
 
-def test_rate_limiter_retries_retry_after_and_gates_everyone() -> None:
+def test_rate_limiter_retries_a_chats_retry_after_without_gating_everyone() -> None:
     pacer = Pacer(rate=1000)
-    limiter = SharedRateLimiter(pacer, max_retries=2)
+    limiter = shared_limiter(pacer)
     recorder = Recorder([RetryAfter(timedelta(seconds=0.3))])
     started = time.monotonic()
     assert run_requests(limiter, "sendMessage", [1], recorder) == [{"ok": True}]
     assert len(recorder.calls) == 2
     assert recorder.calls[1] - started >= 0.3
-    # The broadcaster's workers share this pacer: they were held back too.
-    blocked = Pacer(rate=1000)
-    limiter2 = SharedRateLimiter(blocked)
-    run_requests(limiter2, "sendMessage", [2], Recorder([RetryAfter(timedelta(seconds=0.5))]))
-    assert blocked.gate_remaining() == 0.0  # the retry waited the gate out
+    # One chat's flood is that chat's: the broadcaster's workers (same pacer) go on.
+    assert pacer.gate_remaining() == 0.0
 
 
-def test_rate_limiter_gives_up_after_max_retries() -> None:
+def test_rate_limiter_gates_everyone_when_several_chats_are_refused() -> None:
     pacer = Pacer(rate=1000)
-    limiter = SharedRateLimiter(pacer, max_retries=1)
+    limiter = shared_limiter(pacer)
+    floods: list[Exception] = [
+        RetryAfter(timedelta(seconds=0.5)),
+        RetryAfter(timedelta(seconds=0.5)),
+    ]
+    recorder = Recorder(floods)
+
+    async def main() -> float:
+        first = asyncio.gather(
+            limiter.process_request(recorder, (), {}, "sendMessage", {"chat_id": 1}, None),
+            limiter.process_request(recorder, (), {}, "sendMessage", {"chat_id": 2}, None),
+        )
+        await asyncio.sleep(0.1)
+        gate = pacer.gate_remaining()
+        await first
+        return gate
+
+    gate = asyncio.run(main())
+    assert gate > 0.3  # the second chat's 429 within a second closed the whole budget
+    assert len(recorder.calls) == 4
+
+
+def test_rate_limiter_gives_up_when_floods_outlast_its_budget() -> None:
+    pacer = Pacer(rate=1000)
+    limiter = shared_limiter(pacer, retry_budget=0.25)
     recorder = Recorder([RetryAfter(timedelta(seconds=0.1)), RetryAfter(timedelta(seconds=0.2))])
     with pytest.raises(RetryAfter):
         run_requests(limiter, "sendMessage", [1], recorder)
     assert len(recorder.calls) == 2
-    assert pacer.gate_remaining() > 0  # the gate stays closed for the other users
+    assert limiter.gateway.chats.wait_time(1) > 0  # the chat stays held for the next sender
+
+
+def test_rate_limiter_retries_transient_failures_with_backoff() -> None:
+    limiter = shared_limiter(Pacer(rate=1000))
+    recorder = Recorder([NetworkError("Bad Gateway"), TimedOut("Timed out")])
+    assert run_requests(limiter, "sendMessage", [1], recorder) == [{"ok": True}]
+    assert len(recorder.calls) == 3
+
+
+def test_rate_limiter_gives_up_after_its_retry_budget() -> None:
+    limiter = shared_limiter(Pacer(rate=1000), retry_budget=0.3)
+    recorder = Recorder([NetworkError("Bad Gateway")] * 1000)
+    started = time.monotonic()
+    with pytest.raises(NetworkError):
+        run_requests(limiter, "sendMessage", [1], recorder)
+    assert 0.05 < time.monotonic() - started < 2.0
+    assert len(recorder.calls) > 1
+
+
+def test_a_repeated_edit_after_a_timeout_counts_as_done() -> None:
+    limiter = shared_limiter(Pacer(rate=1000))
+    recorder = Recorder([TimedOut("Timed out"), BadRequest("Message is not modified: …")])
+    assert run_requests(limiter, "editMessageText", [1], recorder) == [True]
+    # Without a timeout before it, "not modified" is the caller's to handle.
+    with pytest.raises(BadRequest):
+        run_requests(
+            limiter, "editMessageText", [1], Recorder([BadRequest("Message is not modified")])
+        )
+
+
+def test_errors_about_the_chat_are_not_retried() -> None:
+    limiter = shared_limiter(Pacer(rate=1000))
+    recorder = Recorder([BadRequest("Chat not found")])
+    with pytest.raises(BadRequest):
+        run_requests(limiter, "sendMessage", [1], recorder)
+    assert len(recorder.calls) == 1
 
 
 def test_rate_limiter_never_delays_get_updates_or_callback_answers() -> None:
     pacer = Pacer(rate=1)
     pacer.block_for(30)
-    limiter = SharedRateLimiter(pacer)
+    limiter = shared_limiter(pacer)
     recorder = Recorder()
     started = time.monotonic()
 
@@ -308,7 +369,7 @@ def test_rate_limiter_never_delays_get_updates_or_callback_answers() -> None:
 
 def test_rate_limiter_waits_for_a_gate_closed_by_the_broadcaster() -> None:
     pacer = Pacer(rate=1000)
-    limiter = SharedRateLimiter(pacer)
+    limiter = shared_limiter(pacer)
     pacer.block_for(0.3)
     recorder = Recorder()
     started = time.monotonic()
@@ -323,8 +384,8 @@ def test_ext_bot_with_the_shared_rate_limiter_against_the_standin(
     tg = standin_factory(StandInConfig(limits_enabled=True, per_chat_rate=100.0))
     user = tg.add_user()
     pacer = Pacer(rate=1000)
-    limiter = SharedRateLimiter(pacer, private_chat_rate=10, private_chat_burst=1)
-    bot: ExtBot[int] = ExtBot(tg.token, base_url=tg.base_url, rate_limiter=limiter)
+    limiter = shared_limiter(pacer, private_rate=10, private_burst=1)
+    bot: ExtBot[float] = ExtBot(tg.token, base_url=tg.base_url, rate_limiter=limiter)
 
     async def scenario() -> dict[str, float]:
         timings: dict[str, float] = {}
@@ -356,3 +417,35 @@ def test_ext_bot_with_the_shared_rate_limiter_against_the_standin(
     assert timings["two replies through a 429"] >= 1.0
     texts = [message.get("text") for message in tg.inbox(user)]
     assert texts.count("one") == 1 and texts.count("two") == 1
+
+
+def test_async_callers_that_wake_late_do_not_go_out_as_a_burst(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The event loop was stuck for 2 s: the slots booked before it all fell due meanwhile.
+    Sent together they would draw 429s; the late callers take fresh slots instead."""
+    clock = FakeClock()
+    pacer = Pacer(rate=10, clock=clock)
+    released: list[float] = []
+    real_sleep = asyncio.sleep
+
+    async def sleep_on_the_fake_clock(seconds: float) -> None:
+        target = clock.now + seconds
+        await real_sleep(0)
+        clock.now = max(clock.now, target)
+
+    async def caller() -> None:
+        await pacer.acquire_async()
+        released.append(clock.now)
+
+    async def main() -> None:
+        callers = [asyncio.create_task(caller()) for _ in range(6)]
+        await real_sleep(0)  # every caller has booked its slot: now, +0.1 s … +0.5 s
+        clock.now += 2.0  # the loop was busy elsewhere
+        await asyncio.gather(*callers)
+
+    monkeypatch.setattr(asyncio, "sleep", sleep_on_the_fake_clock)
+    asyncio.run(main())
+    assert released[0] == 1000.0  # its slot was due at once
+    after_the_stall = [round(t - 1002.0, 3) for t in released[1:]]
+    assert after_the_stall == [0.0, 0.0, 0.1, 0.2, 0.3]

@@ -87,3 +87,38 @@ def test_latency_delays_every_response(standin: StandIn) -> None:
     started = time.monotonic()
     raw(standin, "getMe")
     assert time.monotonic() - started < 0.1
+
+
+def test_an_outage_fails_every_method_until_it_ends(standin: StandIn) -> None:
+    user = standin.add_user()
+    standin.start_outage(30, kind="502")
+    assert raw(standin, "getMe").status_code == 502
+    assert raw(standin, "sendMessage", chat_id=user, text="x").status_code == 502
+    assert raw(standin, "getUpdates", timeout=0).status_code == 502
+    standin.end_outage()
+    assert raw(standin, "sendMessage", chat_id=user, text="x").status_code == 200
+    assert len(standin.inbox(user)) == 1
+
+
+def test_an_outage_ends_by_itself_after_its_seconds(standin: StandIn) -> None:
+    standin.start_outage(0.3, kind="500")
+    assert raw(standin, "getMe").status_code == 500
+    standin.wait_for(lambda: raw(standin, "getMe").status_code == 200, timeout=5)
+
+
+def test_an_outage_may_spare_some_methods(standin: StandIn) -> None:
+    user = standin.add_user()
+    standin.start_outage(30, kind="500", methods={"copyMessage"})
+    assert raw(standin, "sendMessage", chat_id=user, text="x").status_code == 200
+    assert (
+        raw(standin, "copyMessage", chat_id=user, from_chat_id=user, message_id=1).status_code
+        == 500
+    )
+
+
+def test_faults_can_target_some_chats(standin: StandIn) -> None:
+    broken, fine = standin.add_user(), standin.add_user()
+    standin.inject_faults(kind="500", rate=1.0, methods={"sendMessage"}, chat_ids={broken})
+    assert raw(standin, "sendMessage", chat_id=broken, text="x").status_code == 500
+    assert raw(standin, "sendMessage", chat_id=fine, text="x").status_code == 200
+    assert raw(standin, "sendMessage", chat_id=str(broken), text="x").status_code == 500

@@ -8,6 +8,7 @@ feature, a central error handler.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import warnings
 from typing import Any
@@ -28,7 +29,7 @@ from pushbot.bot.store import Store
 from pushbot.bot.undo import undo_conversation
 from pushbot.bot.users import ADMIN_COMMANDS, USER_COMMANDS, fallback_handlers, user_handlers
 from pushbot.broadcast.engine import Broadcaster
-from pushbot.broadcast.pacing import Pacer, SharedRateLimiter
+from pushbot.broadcast.gateway import SharedRateLimiter, TelegramGateway, answered_at_all
 from pushbot.broadcast.progress import JobReport
 from pushbot.config import Settings
 
@@ -59,7 +60,11 @@ class ReportRelay:
 
 
 def build_application(
-    settings: Settings, store: Store, broadcaster: Broadcaster, pacer: Pacer, relay: ReportRelay
+    settings: Settings,
+    store: Store,
+    broadcaster: Broadcaster,
+    gateway: TelegramGateway,
+    relay: ReportRelay,
 ) -> AnyApp:
     app = (
         ApplicationBuilder()
@@ -73,16 +78,26 @@ def build_application(
                 allow_sending_without_reply=True,
             )
         )
-        .rate_limiter(SharedRateLimiter(pacer))
+        .rate_limiter(SharedRateLimiter(gateway))
         .concurrent_updates(PerChatOrderedProcessor(settings.update_concurrency))
         .post_init(_post_init)
         .post_shutdown(_post_shutdown)
         .build()
     )
+    # While Telegram is down, the Application's waiting sends ask getMe whether it is back.
+    gateway.set_probes(async_probe=functools.partial(telegram_answers, app.bot))
     app.bot_data[SERVICES_KEY] = Services(settings=settings, store=store, broadcaster=broadcaster)
     app.bot_data["pushbot.relay"] = relay
     add_handlers(app, settings)
     return app
+
+
+async def telegram_answers(bot: Any) -> bool:
+    try:
+        await bot.get_me()
+    except TelegramError as exc:
+        return answered_at_all(exc)
+    return True
 
 
 def add_handlers(app: AnyApp, settings: Settings) -> None:

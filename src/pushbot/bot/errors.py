@@ -76,7 +76,8 @@ def _describe_update(update: object) -> str:
             "update",
         )
         return f"{kind} #{update.update_id}" + (f" in chat {chat.id}" if chat else "")
-    return "a job" if update is None else type(update).__name__
+    # ptb passes no update for errors of its polling loop and of background jobs.
+    return "polling or a background job" if update is None else type(update).__name__
 
 
 def install(application: Any) -> None:

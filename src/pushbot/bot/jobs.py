@@ -19,7 +19,8 @@ from telegram.ext import Application, CallbackQueryHandler, ContextTypes
 
 from pushbot.bot import render
 from pushbot.bot.services import SERVICES_KEY, Services, services
-from pushbot.broadcast.progress import JobReport, JobState
+from pushbot.broadcast.engine import BroadcastBusy, UnknownPush
+from pushbot.broadcast.progress import JobKind, JobReport, JobState, Progress
 
 logger = logging.getLogger(__name__)
 
@@ -27,8 +28,9 @@ logger = logging.getLogger(__name__)
 PROGRESS_EDIT_INTERVAL = 3.0
 ACTIVE_STATES = frozenset({"running", "paused"})
 # Paused by an admin (the status message says so), shut down (resumed at the next start),
-# or superseded by a retraction (whose own report follows): nothing to announce.
-SILENT_STATES = frozenset({JobState.INTERRUPTED, JobState.SUPERSEDED})
+# superseded by a retraction (whose own report follows), or run by another process of the
+# bot (which reports it): nothing to announce.
+SILENT_STATES = frozenset({JobState.INTERRUPTED, JobState.SUPERSEDED, JobState.HANDLED_ELSEWHERE})
 
 
 def watch_job(
@@ -137,7 +139,16 @@ async def on_job_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> N
         "resume": svc.broadcaster.resume,
         "cancel": svc.broadcaster.cancel,
     }[action]
-    changed = await asyncio.to_thread(steer, push_uuid)
+    try:
+        changed = await asyncio.to_thread(steer, push_uuid)
+    except BroadcastBusy as exc:
+        # One job at a time: Resume waits for the active one. Answering (instead of raising)
+        # ends the button's spinner and tells the admin why nothing happened.
+        await query.answer(busy_text(push_uuid, exc.active))
+        return
+    except UnknownPush:
+        await query.answer("Nothing to do: that broadcast no longer exists.")
+        return
     await query.answer(
         {"pause": "Paused", "resume": "Resumed", "cancel": "Cancelled"}[action]
         if changed
@@ -145,6 +156,18 @@ async def on_job_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> N
     )
     if changed and action == "resume" and query.message is not None:
         watch_job(context.application, push_uuid, query.message.chat.id, query.message.message_id)
+
+
+def busy_text(push_uuid: UUID, active: Progress) -> str:
+    """Why Resume did nothing while another job runs (a callback answer: at most 200 chars)."""
+    if active.uuid == push_uuid:
+        # Paused a moment ago and its in-flight sends are still landing.
+        return "This broadcast has not stopped yet; press Resume again in a moment."
+    # No total when the engine cannot tell how far the other job is: no percentage then.
+    done = f" ({int(100 * active.done / active.total)}% done)" if active.total else ""
+    if active.kind == JobKind.RETRACT:
+        return f"A retraction is running{done}; resume this broadcast when it ends."
+    return f"Another broadcast is running{done}; resume this one when it ends."
 
 
 def job_button_handler() -> CallbackQueryHandler[Any, Any]:

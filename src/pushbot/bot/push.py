@@ -58,7 +58,8 @@ async def start_push(update: Update, context: ContextTypes.DEFAULT_TYPE) -> int:
     message = update.effective_message
     assert message is not None
     svc = services(context)
-    active = svc.broadcaster.active()
+    # busy() also sees a broadcast another process of the bot is sending (the lease).
+    active = await asyncio.to_thread(svc.broadcaster.busy)
     if active is not None:
         await message.reply_text(
             "A broadcast is already running; one at a time.\n\n" + render.render_progress(active)

@@ -61,8 +61,14 @@ def render_progress(progress: Progress) -> str:
     if progress.state == "paused":
         # No pace while paused: the text stays the same, so the message is not edited again.
         lines.append("Press Resume to carry on.")
+    elif progress.unreachable_since is not None:
+        since = progress.unreachable_since.astimezone(UTC).strftime("%H:%M:%S UTC")
+        lines.append(f"⚠️ Telegram unreachable since {since}: holding and retrying with back-off.")
+        lines.append("Nobody is skipped; it carries on when Telegram answers.")
     else:
         lines.append(f"{progress.rate:.1f} msg/s · ETA {duration(progress.eta_seconds)}")
+        if progress.flood_wait > 0:
+            lines.append("⏳ Telegram asked the bot to slow down for a moment.")
     return "\n".join(lines)
 
 

@@ -2,8 +2,9 @@
 
 Shape (the design card): a `ThreadPoolExecutor` of `broadcast_workers` threads. ptb 22 has
 no synchronous API, so the engine owns one private asyncio loop in its own thread with one
-`telegram.Bot` on it; a worker paces itself (`Pacer.acquire`), then hands the coroutine to
-that loop and waits for its result. The Application's own loop never waits on a broadcast.
+`telegram.Bot` on it; a worker takes a ticket from the token's `TelegramGateway` (budgets,
+per-chat limits, floods, outages), then hands the coroutine to that loop and waits for its
+result. The Application's own loop never waits on a broadcast.
 
 One job runs at a time, in a runner thread that feeds the pool from the ledger (keyset
 pages of pending recipients) and finishes the job. Every push status change that must
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import logging
 import random
 import threading
@@ -25,9 +27,12 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar
 from uuid import UUID
 
+from sqlalchemy import Engine
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 from telegram import Bot, MessageId
-from telegram.error import TimedOut
+from telegram.error import TelegramError, TimedOut
 from telegram.request import HTTPXRequest
 
 from pushbot.broadcast.errors import (
@@ -35,6 +40,16 @@ from pushbot.broadcast.errors import (
     Verdict,
     classify_delete_error,
     classify_send_error,
+)
+from pushbot.broadcast.gateway import TelegramGateway, Ticket, answered_at_all
+from pushbot.broadcast.lease import (
+    CHECK_INTERVAL,
+    POLL_INTERVAL,
+    RECHECK_INTERVAL,
+    BroadcastLease,
+    LeaseUnavailable,
+    LocalLease,
+    lease_for,
 )
 from pushbot.broadcast.ledger import (
     CLOSE_DEADLINE,
@@ -45,7 +60,7 @@ from pushbot.broadcast.ledger import (
     copies_to_delete,
     pending_recipients,
 )
-from pushbot.broadcast.pacing import RETRY_AFTER_MARGIN, Pacer
+from pushbot.broadcast.pacing import Pacer
 from pushbot.broadcast.progress import (
     Baseline,
     JobKind,
@@ -88,7 +103,8 @@ class EngineOptions:
     page_size: int = PAGE_SIZE
     flush_batch: int = FLUSH_BATCH
     flush_interval: float = FLUSH_INTERVAL
-    # Attempts per recipient for transient errors (timeouts, 5xx); 429s do not count.
+    # Attempts per recipient for transient errors (timeouts, 5xx) while Telegram answers
+    # other requests; 429s and failures during an outage do not count.
     max_attempts: int = 5
     backoff_base: float = 1.0
     backoff_cap: float = 30.0
@@ -195,13 +211,21 @@ class Broadcaster:
         settings: Settings,
         session_factory: sessionmaker[Session],
         pacer: Pacer | None = None,
+        gateway: TelegramGateway | None = None,
         on_finished: Callable[[JobReport], None] | None = None,
         on_event: Callable[[JobEvent], None] | None = None,
         options: EngineOptions | None = None,
+        lease: BroadcastLease | None = None,
     ) -> None:
         self._settings = settings
         self._factory = session_factory
-        self._pacer = pacer if pacer is not None else Pacer(settings.broadcast_rate)
+        if gateway is None:
+            gateway = (
+                TelegramGateway(pacer)
+                if pacer is not None
+                else TelegramGateway.for_settings(settings)
+            )
+        self._gateway = gateway
         self._on_finished = on_finished
         self._on_event = on_event
         self._options = options or EngineOptions()
@@ -227,9 +251,22 @@ class Broadcaster:
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
         self._runner: threading.Thread | None = None
 
+        # One job at a time across processes too (pushbot.broadcast.lease): the runner holds
+        # the lease while this process has jobs; another process's jobs wait for it.
+        self._owns_lease = lease is None
+        self._lease = lease if lease is not None else _lease_of(session_factory)
+        # Cleared while a holder cannot tell whether it still holds the lease: no new sends.
+        self._lease_confirmed = threading.Event()
+        # The status each queued job's push must have when it runs; guarded by _lock.
+        self._expected: dict[_Job, PushStatus] = {}
+
     @property
-    def pacer(self) -> Pacer:
-        return self._pacer
+    def gateway(self) -> TelegramGateway:
+        return self._gateway
+
+    @property
+    def _paid_copies(self) -> bool:
+        return bool(self._paid)
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -264,6 +301,7 @@ class Broadcaster:
             request=self._request,
         )
         asyncio.run_coroutine_threadsafe(self._request.initialize(), loop).result()
+        self._gateway.set_probes(sync_probe=self._telegram_answers)
         self._executor = concurrent.futures.ThreadPoolExecutor(
             max_workers=self._workers, thread_name_prefix="pushbot-send"
         )
@@ -296,6 +334,9 @@ class Broadcaster:
     def _close_down(self) -> None:
         if self._runner is not None:
             self._runner.join()
+        self._lease.release()
+        if self._owns_lease:
+            self._lease.close()
         if self._executor is not None:
             self._executor.shutdown(wait=True)
         loop = self._loop
@@ -319,8 +360,9 @@ class Broadcaster:
         """Send the push to every recipient still pending. Recipients are enqueued (one bulk
         insert, idempotent) by the job itself, so this returns at once.
 
-        Raises BroadcastBusy if a job is active, UnknownPush, InvalidPushState unless the
-        push is `running` (what create_push makes).
+        Raises BroadcastBusy if a job is active, here or in another process of the bot (see
+        pushbot.broadcast.lease), UnknownPush, InvalidPushState unless the push is `running`
+        (what create_push makes).
         """
         with self._control:
             self._require_started()
@@ -330,14 +372,18 @@ class Broadcaster:
             push = self._load_push(push_uuid)
             if push.status != PushStatus.RUNNING:
                 raise InvalidPushState(push_uuid, push.status, "only a running push is launched")
-            return JobHandle(self, self._enqueue(_Job(push_uuid, JobKind.PUSH)))
+            self._claim_lease(push_uuid, JobKind.PUSH, busy_with_self=False)
+            with self._lease_kept_on_success():
+                job = self._enqueue(_Job(push_uuid, JobKind.PUSH), expected=PushStatus.RUNNING)
+            return JobHandle(self, job)
 
     def launch_retract(self, push_uuid: UUID) -> JobHandle:
         """Delete every copy recorded as sent. If that push is being sent right now, its
         sending stops first (its in-flight copies are recorded, then deleted too).
 
         The push is `retracting` in the ledger before this returns, so a crash cannot bring
-        the sending back. Raises BroadcastBusy if another push's job is active.
+        the sending back. Raises BroadcastBusy if another push's job is active (another
+        process sending this very push stops within seconds of seeing it `retracting`).
         """
         with self._control:
             self._require_started()
@@ -354,16 +400,23 @@ class Broadcaster:
                 ]
             if others:
                 raise BroadcastBusy(self._progress_of(others[0]))
-            if sending is not None:
-                # Under the job's status lock: its finish cannot write `done` after this.
-                with sending.status_lock:
-                    if not sending.finalized:
-                        self._mark_stopping(sending, JobState.SUPERSEDED)
+            if sending is None:
+                self._claim_lease(push_uuid, JobKind.RETRACT, busy_with_self=False)
+            expected = PushStatus.RETRACTING
+            with self._lease_kept_on_success():
+                if sending is not None:
+                    # Under the job's status lock: its finish cannot write `done` after this.
+                    with sending.status_lock:
+                        if not sending.finalized:
+                            self._mark_stopping(sending, JobState.SUPERSEDED)
+                        self._persist_status(push_uuid, PushStatus.RETRACTING)
+                elif push.status != PushStatus.RETRACTED:
                     self._persist_status(push_uuid, PushStatus.RETRACTING)
-            elif push.status != PushStatus.RETRACTED:
-                # (A second undo of a retracted push just reports that nothing is left.)
-                self._persist_status(push_uuid, PushStatus.RETRACTING)
-            return JobHandle(self, self._enqueue(_Job(push_uuid, JobKind.RETRACT), force=True))
+                else:
+                    # A second undo of a retracted push just reports that nothing is left.
+                    expected = PushStatus.RETRACTED
+                job = self._enqueue(_Job(push_uuid, JobKind.RETRACT), force=True, expected=expected)
+            return JobHandle(self, job)
 
     def resume_unfinished(self) -> list[UUID]:
         """At start-up: carry on every `running` and `retracting` push from the ledger
@@ -384,7 +437,11 @@ class Broadcaster:
                 *((p, JobKind.PUSH) for p in running),
             ]:
                 if self._find_job(push.uuid, kind) is None:
-                    self._enqueue(_Job(push.uuid, kind), force=True)
+                    # If another process holds the lease (it may be resuming the same push),
+                    # the job waits for it, then carries on only what the ledger still owes.
+                    self._enqueue(
+                        _Job(push.uuid, kind), force=True, expected=PushStatus(push.status)
+                    )
                     resumed.append(push.uuid)
             if resumed:
                 logger.info("resuming %d unfinished job(s): %s", len(resumed), resumed)
@@ -409,7 +466,7 @@ class Broadcaster:
     def resume(self, push_uuid: UUID) -> bool:
         """Carry on a paused push (also one paused before a restart), or a `running` one
         that no job is sending (its job failed). False if there is nothing to resume;
-        BroadcastBusy if another job is active."""
+        BroadcastBusy if another job is active, here or in another process."""
         with self._control:
             self._require_started()
             winding_down = self._find_job(push_uuid, JobKind.PUSH)
@@ -428,9 +485,12 @@ class Broadcaster:
                 busy = self._current or (self._queue[0] if self._queue else None)
             if busy is not None:
                 raise BroadcastBusy(self._progress_of(busy))
-            if push.status == PushStatus.PAUSED:
-                self._persist_status(push_uuid, PushStatus.RUNNING)
-            self._enqueue(_Job(push_uuid, JobKind.PUSH), force=True)
+            self._claim_lease(push_uuid, JobKind.PUSH, busy_with_self=True)
+            with self._lease_kept_on_success():
+                if push.status == PushStatus.PAUSED:
+                    self._persist_status(push_uuid, PushStatus.RUNNING)
+                job = _Job(push_uuid, JobKind.PUSH)
+                self._enqueue(job, force=True, expected=PushStatus.RUNNING)
             return True
 
     @property
@@ -492,7 +552,14 @@ class Broadcaster:
         return job.report
 
     def _progress_of(self, job: _Job) -> Progress:
-        return job.tally.progress(flood_wait=self._pacer.gate_remaining())
+        return job.tally.progress(
+            flood_wait=self._gateway.flood_wait(paid=self._uses_paid_budget(job)),
+            unreachable_since=self._gateway.down_since(),
+        )
+
+    def _uses_paid_budget(self, job: _Job) -> bool:
+        # Telegram has no paid delete: retractions always spend the free budget.
+        return job.kind is JobKind.PUSH and self._paid_copies
 
     # --- the job registry --------------------------------------------------------------------
 
@@ -500,14 +567,18 @@ class Broadcaster:
         if not self._started or self._closing:
             raise RuntimeError("the Broadcaster is not running (call start(), not after shutdown)")
 
-    def _enqueue(self, job: _Job, force: bool = False) -> _Job:
-        """Queue a job; unless `force`, only when nothing else is active or queued."""
+    def _enqueue(self, job: _Job, force: bool = False, expected: PushStatus | None = None) -> _Job:
+        """Queue a job; unless `force`, only when nothing else is active or queued.
+        `expected`: the push's status when the job runs; any other means another process
+        handled it meanwhile (default: running for a push, retracting for a retraction)."""
         with self._lock:
             if self._closing:
                 raise RuntimeError("the Broadcaster is shutting down")
             busy = self._current or (self._queue[0] if self._queue else None)
             if busy is not None and not force:
                 raise BroadcastBusy(self._progress_of(busy))
+            if expected is not None:
+                self._expected[job] = expected
             self._queue.append(job)
             self._snapshots.pop(job.uuid, None)
             self._wakeup.notify_all()
@@ -590,22 +661,31 @@ class Broadcaster:
     # --- the runner --------------------------------------------------------------------------
 
     def _run_jobs(self) -> None:
-        while True:
-            with self._lock:
-                while not self._queue and not self._closing:
-                    self._wakeup.wait()
-                if not self._queue:
-                    return
-                job = self._queue.popleft()
-                self._current = job
-            self._run_one(job)
+        try:
+            while True:
+                with self._lock:
+                    while not self._queue and not self._closing:
+                        self._wakeup.wait()
+                    if not self._queue:
+                        return
+                    job = self._queue.popleft()
+                    self._current = job
+                self._run_one(job)
+                self._release_lease_if_idle()
+        finally:
+            self._lease.release()
 
     def _run_one(self, job: _Job) -> None:
         try:
-            if job.kind is JobKind.PUSH:
-                self._run_push(job)
-            else:
-                self._run_retract(job)
+            if self._wait_for_lease(job):
+                stop_watching = self._watch_lease(job)
+                try:
+                    if job.kind is JobKind.PUSH:
+                        self._run_push(job)
+                    else:
+                        self._run_retract(job)
+                finally:
+                    stop_watching()
         except Exception as exc:
             logger.exception("%s job of push %s failed", job.kind, job.uuid)
             with job.status_lock:
@@ -615,6 +695,7 @@ class Broadcaster:
         job.report = report
         with self._lock:
             self._current = None
+            self._expected.pop(job, None)
             self._remember_finished_locked(job)
         logger.info(
             "%s job of push %s ended %s: %d ok, %d failed, %.1f s, %.1f/s",
@@ -635,6 +716,8 @@ class Broadcaster:
 
     def _run_push(self, job: _Job) -> None:
         push = self._load_push(job.uuid)
+        if self._handled_elsewhere(job, push.status):
+            return
         if job.stop_event.is_set() or push.status != PushStatus.RUNNING:
             # Paused, cancelled or shut down between launch and start: report the ledger.
             with self._factory.begin() as session:
@@ -652,12 +735,16 @@ class Broadcaster:
         def deliver(chat_id: int) -> None:
             self._deliver(job, writer, chat_id, source_chat_id, source_message_id)
 
-        recipients = pending_recipients(self._factory, job.uuid, self._page_size)
+        recipients = self._while_leased(
+            job, pending_recipients(self._factory, job.uuid, self._page_size)
+        )
         lost = self._feed(job, writer, recipients, deliver)
         self._finish(job, success=PushStatus.DONE, lost=lost)
 
     def _run_retract(self, job: _Job) -> None:
         push = self._load_push(job.uuid)
+        if self._handled_elsewhere(job, push.status):
+            return
         with self._factory.begin() as session:
             counts = queries.push_counts(session, job.uuid)
         job.tally.set_baseline(
@@ -676,7 +763,7 @@ class Broadcaster:
         def retract(copy: tuple[int, int]) -> None:
             self._retract(job, writer, copy[0], copy[1])
 
-        copies = copies_to_delete(self._factory, job.uuid, self._page_size)
+        copies = self._while_leased(job, copies_to_delete(self._factory, job.uuid, self._page_size))
         lost = self._feed(job, writer, copies, retract)
         self._finish(job, success=PushStatus.RETRACTED, lost=lost)
 
@@ -701,7 +788,7 @@ class Broadcaster:
             session_factory=self._factory,
             write=write,
             slots=self._workers,
-            pacer=self._pacer,
+            pacer=self._gateway.pacer_for(self._uses_paid_budget(job)),
             batch_size=self._options.flush_batch,
             interval=self._options.flush_interval,
             close_deadline=self._options.close_deadline,
@@ -774,7 +861,9 @@ class Broadcaster:
             )
 
         try:
-            result, verdict = self._attempt(job, copy, classify_send_error)
+            result, verdict = self._attempt(
+                job, chat_id, copy, classify_send_error, paid=self._paid_copies
+            )
         except Exception:
             logger.exception("delivery to chat %s failed unexpectedly", chat_id)
             result, verdict = None, Verdict(Action.FAIL, INTERNAL_ERROR_REASON)
@@ -801,7 +890,7 @@ class Broadcaster:
             return self._bot_or_fail().delete_message(chat_id=chat_id, message_id=message_id)
 
         try:
-            _, verdict = self._attempt(job, delete, classify_delete_error)
+            _, verdict = self._attempt(job, chat_id, delete, classify_delete_error, paid=False)
         except Exception:
             logger.exception("deleting the copy in chat %s failed unexpectedly", chat_id)
             verdict = Verdict(Action.FAIL, INTERNAL_ERROR_REASON)
@@ -823,33 +912,52 @@ class Broadcaster:
     def _attempt(
         self,
         job: _Job,
+        chat_id: int,
         request: Callable[[], Coroutine[Any, Any, T]],
         classify: Callable[[BaseException], Verdict],
+        paid: bool,
     ) -> tuple[T | None, Verdict | None]:
         """Send until there is a final verdict. (result, SUCCEEDED) on success, (None,
         verdict) on a final failure, (None, None) if the job stopped first: then nothing is
-        recorded and the recipient stays pending for a resume."""
-        transient_failures = 0
+        recorded and the recipient stays pending for a resume.
+
+        Only transient failures that happened while Telegram answered other requests count
+        as attempts (see TelegramHealth): an outage of any length charges nobody."""
+        attempts = 0
+        failures = 0
         while True:
-            if not self._pacer.acquire(job.stop_event):
+            ticket = self._gateway.acquire(chat_id, paid=paid, stop=job.stop_event)
+            if ticket is None:
                 return None, None
             try:
-                return self._call(request()), _SUCCEEDED
+                result = self._call(request())
             except Exception as exc:
                 verdict = classify(exc)
-            if verdict.is_final:
-                return None, verdict
-            if verdict.action is Action.RETRY_AFTER:
-                self._close_gate(job, verdict.retry_after)
+            else:
+                self._gateway.succeeded(ticket)
+                return result, _SUCCEEDED
+            if verdict.action is Action.TRANSIENT:
+                failures += 1
+                if self._gateway.failed(ticket):
+                    attempts += 1
+                    if attempts >= self._options.max_attempts:
+                        return None, Verdict(Action.FAIL, verdict.reason)
+                    pause = self._backoff(attempts)
+                else:
+                    # Telegram failed everyone: the gateway holds the senders from here on;
+                    # a short pause only spaces the retries until it notices.
+                    pause = self._backoff(1)
+                if job.stop_event.wait(pause):
+                    return None, None
                 continue
+            if verdict.action is Action.RETRY_AFTER:
+                self._on_flood(job, ticket, verdict.retry_after)
+                continue
+            self._gateway.answered(ticket)
             if verdict.action is Action.FATAL:
                 self._stop_on_fatal_error(job, verdict.reason or "fatal error")
                 return None, None
-            transient_failures += 1
-            if transient_failures >= self._options.max_attempts:
-                return None, Verdict(Action.FAIL, verdict.reason)
-            if job.stop_event.wait(self._backoff(transient_failures)):
-                return None, None
+            return None, verdict
 
     def _call(self, coroutine: Coroutine[Any, Any, T]) -> T:
         assert self._loop is not None
@@ -860,19 +968,22 @@ class Broadcaster:
             future.cancel()
             raise TimedOut("the engine gave up waiting for the request") from None
 
+    def _telegram_answers(self) -> bool:
+        """The outage probe: does Telegram answer getMe (whatever it says)?"""
+        try:
+            self._call(self._bot_or_fail().get_me())
+        except TelegramError as exc:
+            return answered_at_all(exc)
+        return True
+
     def _bot_or_fail(self) -> Bot:
         if self._bot is None:
             raise RuntimeError("the Broadcaster is not started")
         return self._bot
 
-    def _close_gate(self, job: _Job, retry_after: float) -> None:
-        already_closed = self._pacer.gate_remaining() > 0
-        seconds = retry_after + RETRY_AFTER_MARGIN
-        self._pacer.block_for(seconds)
-        if not already_closed:
-            # Once per flood, not once per worker that ran into it.
-            logger.warning("flood control: every request waits %.1f s", seconds)
-            self._emit(job, "flood_wait", seconds)
+    def _on_flood(self, job: _Job, ticket: Ticket, retry_after: float) -> None:
+        if self._gateway.flooded(ticket, retry_after):
+            self._emit(job, "flood_wait", retry_after)
 
     def _backoff(self, failures: int) -> float:
         ceiling = min(self._options.backoff_cap, self._options.backoff_base * 2 ** (failures - 1))
@@ -913,6 +1024,262 @@ class Broadcaster:
         except Exception:
             logger.exception("on_event callback failed (%s)", name)
 
+    # --- the lease ---------------------------------------------------------------------------
+
+    def busy(self) -> Progress | None:
+        """What keeps a new push from starting now: a job of this process, or (from the
+        ledger) the job another process of the bot runs; None when one could start. Does
+        database work: call it from a thread."""
+        with self._lock:
+            job = self._current or (self._queue[0] if self._queue else None)
+        if job is not None:
+            return self._progress_of(job)
+        with self._control:
+            try:
+                if self._lease.try_acquire():
+                    self._release_lease_if_idle()
+                    return None
+            except LeaseUnavailable:
+                return None  # cannot tell; launching decides (its job waits for the lease)
+            return self._progress_elsewhere(None, include_self=True) or _unknown_progress()
+
+    def _claim_lease(self, push_uuid: UUID, kind: JobKind, busy_with_self: bool) -> None:
+        """Before a launch: take the lease if this process runs nothing, so that the job
+        cannot start while another process's runs. BroadcastBusy when another holds it.
+
+        A retraction is the exception when only its own push is active elsewhere: that
+        process is sending this very push and stops within seconds of seeing it
+        `retracting`; the retraction waits for the lease meanwhile."""
+        with self._lock:
+            if self._current is not None or self._queue:
+                return  # this process holds the lease or waits for it already
+        try:
+            if self._lease.try_acquire():
+                return
+        except LeaseUnavailable as exc:
+            # Nobody can tell right now; the job waits until somebody can.
+            logger.warning("broadcast lease: %s; the job waits for it", exc)
+            return
+        other = self._progress_elsewhere(push_uuid, include_self=False)
+        if other is not None:
+            raise BroadcastBusy(other)
+        if kind is JobKind.RETRACT:
+            return
+        mine = self._progress_elsewhere(push_uuid, include_self=True) if busy_with_self else None
+        raise BroadcastBusy(mine or _unknown_progress())
+
+    @contextlib.contextmanager
+    def _lease_kept_on_success(self) -> Iterator[None]:
+        """A lease claimed for a launch that then failed must not stay held by an idle
+        process."""
+        try:
+            yield
+        except BaseException:
+            self._release_lease_if_idle()
+            raise
+
+    def _release_lease_if_idle(self) -> None:
+        with self._lock:
+            if self._current is not None or self._queue:
+                # Not idle. (Checked first without _control: resume() may hold _control
+                # while it waits for the runner to wind a queued job down.)
+                return
+        # Under _control: a launch cannot claim the lease between the check and the release.
+        with self._control:
+            with self._lock:
+                idle = self._current is None and not self._queue
+            if idle:
+                self._lease.release()
+
+    def _expected_status(self, job: _Job) -> PushStatus:
+        with self._lock:
+            expected = self._expected.get(job)
+        if expected is not None:
+            return expected
+        return PushStatus.RUNNING if job.kind is JobKind.PUSH else PushStatus.RETRACTING
+
+    def _wait_for_lease(self, job: _Job) -> bool:
+        """Hold the lease before the job runs, waiting while another process holds it.
+        False if the job ended while waiting because another process handled its push;
+        True otherwise (a job stopped here while waiting runs only to report that)."""
+        announced = False
+        while True:
+            try:
+                if self._lease.try_acquire():
+                    if announced:
+                        logger.info("%s job of push %s has the lease now", job.kind, job.uuid)
+                    self._lease_confirmed.set()
+                    return True
+                if not announced:
+                    logger.info(
+                        "%s job of push %s waits: another process holds the broadcast lease (%s)",
+                        job.kind,
+                        job.uuid,
+                        self._lease.holder() or "holder unknown",
+                    )
+            except LeaseUnavailable as exc:
+                if not announced:
+                    logger.warning("%s job of push %s waits: %s", job.kind, job.uuid, exc)
+            announced = True
+            if not self._mirror_ledger(job):
+                return False
+            if job.stop_event.wait(POLL_INTERVAL):
+                return True
+
+    def _mirror_ledger(self, job: _Job) -> bool:
+        """While a job waits: show the ledger's counts (another process is making progress)
+        and notice when its push was handled elsewhere (then the job ends: False)."""
+        try:
+            with self._factory.begin() as session:
+                push = queries.get_push(session, job.uuid)
+            if self._handled_elsewhere(job, None if push is None else push.status):
+                return False
+            self._refresh_baseline(job)
+        except SQLAlchemyError as exc:
+            logger.warning("%s job of push %s cannot read the ledger: %s", job.kind, job.uuid, exc)
+        return True
+
+    def _refresh_baseline(self, job: _Job) -> None:
+        with self._factory.begin() as session:
+            counts = queries.push_counts(session, job.uuid)
+        if job.kind is JobKind.PUSH:
+            job.tally.set_baseline(_push_baseline(counts))
+        else:
+            job.tally.set_baseline(_retract_baseline(counts))
+
+    def _handled_elsewhere(self, job: _Job, status: str | None) -> bool:
+        """End the job (as HANDLED_ELSEWHERE, which reports nothing) if its push is not in
+        the status it expected and nobody in this process stopped it: another process ran,
+        finished, paused, cancelled or retracted it meanwhile."""
+        if status == self._expected_status(job):
+            return False
+        with job.status_lock:
+            # A stop asked here persists its status before setting the stop reason, under
+            # this lock: such a status is this process's own doing.
+            if job.finalized or job.stop_reason is not None:
+                return False
+            job.finalized = True
+            job.tally.set_state(JobState.HANDLED_ELSEWHERE)
+        logger.info(
+            "%s job of push %s ends without sending: the push is %s in the ledger "
+            "(another process handled it)",
+            job.kind,
+            job.uuid,
+            status,
+        )
+        try:
+            self._refresh_baseline(job)  # the counts as the other process left them
+        except SQLAlchemyError:
+            logger.warning("could not read the final counts of push %s", job.uuid)
+        return True
+
+    def _watch_lease(self, job: _Job) -> Callable[[], None]:
+        """Check every few seconds, in a thread of its own, that this process still holds
+        the lease and that the push still is what the job expects; returns the function
+        that stops the check."""
+        if not self._lease.held:
+            return lambda: None  # stopped while waiting: the job will not send anything
+        done = threading.Event()
+        watcher = threading.Thread(
+            target=self._keep_watching_lease,
+            args=(job, done),
+            name="pushbot-broadcast-lease",
+            daemon=True,
+        )
+        watcher.start()
+
+        def stop() -> None:
+            done.set()
+            watcher.join()
+
+        return stop
+
+    def _keep_watching_lease(self, job: _Job, done: threading.Event) -> None:
+        expected = self._expected_status(job)
+        interval = CHECK_INTERVAL
+        while not done.wait(interval):
+            try:
+                held = self._lease.still_held()
+            except LeaseUnavailable as exc:
+                if self._lease_confirmed.is_set():
+                    logger.warning(
+                        "%s job of push %s holds new sends: cannot tell whether this process "
+                        "still holds the broadcast lease (%s)",
+                        job.kind,
+                        job.uuid,
+                        exc,
+                    )
+                self._lease_confirmed.clear()
+                interval = RECHECK_INTERVAL
+                continue
+            if not held:
+                logger.error(
+                    "%s job of push %s stops: another process took the broadcast lease "
+                    "(%s); the push stays %s in the ledger",
+                    job.kind,
+                    job.uuid,
+                    self._lease.holder() or "holder unknown",
+                    expected,
+                )
+                self._request_stop(job, JobState.INTERRUPTED, persist=None)
+                self._lease_confirmed.set()  # the feeder then sees the stop at once
+                return
+            if not self._lease_confirmed.is_set():
+                logger.info("%s job of push %s carries on: lease held", job.kind, job.uuid)
+                self._lease_confirmed.set()
+            interval = CHECK_INTERVAL
+            try:
+                status = self._load_push(job.uuid).status
+            except (SQLAlchemyError, UnknownPush):
+                continue
+            if status != expected and self._request_stop(
+                job, JobState.HANDLED_ELSEWHERE, persist=None
+            ):
+                # (_request_stop refuses if this process stopped or finished the job itself.)
+                logger.warning(
+                    "%s job of push %s stops: another process made the push %s",
+                    job.kind,
+                    job.uuid,
+                    status,
+                )
+                return
+
+    def _while_leased(self, job: _Job, items: Iterator[T]) -> Iterator[T]:
+        """Feed items only while the lease is confirmed: a holder whose database connection
+        broke sends nothing new until it knows that it still holds the lease."""
+        for item in items:
+            while not self._lease_confirmed.is_set():
+                if job.stop_event.is_set():
+                    return
+                self._lease_confirmed.wait(RECHECK_INTERVAL)
+            yield item
+
+    def _progress_elsewhere(self, push_uuid: UUID | None, include_self: bool) -> Progress | None:
+        """The progress, from the ledger, of the job another process most likely runs: a
+        retraction before a push, others before `push_uuid` (left out unless include_self)."""
+        with self._factory.begin() as session:
+            unfinished = queries.unfinished_pushes(session)
+            candidates = sorted(
+                (
+                    p
+                    for p in unfinished
+                    if p.status in (PushStatus.RETRACTING, PushStatus.RUNNING)
+                    and (include_self or p.uuid != push_uuid)
+                ),
+                key=lambda p: (p.uuid == push_uuid, p.status != PushStatus.RETRACTING),
+            )
+            if not candidates:
+                return None
+            push = candidates[0]
+            counts = queries.push_counts(session, push.uuid)
+        if push.status == PushStatus.RETRACTING:
+            tally = JobTally(push.uuid, JobKind.RETRACT)
+            tally.set_baseline(_retract_baseline(counts))
+        else:
+            tally = JobTally(push.uuid, JobKind.PUSH)
+            tally.set_baseline(_push_baseline(counts))
+        return tally.progress()
+
 
 _SUCCEEDED = Verdict(Action.SUCCEEDED)
 
@@ -920,6 +1287,33 @@ _SUCCEEDED = Verdict(Action.SUCCEEDED)
 def _run_loop_forever(loop: asyncio.AbstractEventLoop) -> None:
     asyncio.set_event_loop(loop)
     loop.run_forever()
+
+
+def _lease_of(session_factory: sessionmaker[Session]) -> BroadcastLease:
+    bind = session_factory.kw.get("bind")
+    if isinstance(bind, Connection):
+        bind = bind.engine
+    if isinstance(bind, Engine):
+        return lease_for(bind)
+    # No engine to tell the database by: nothing beyond this process can be excluded.
+    logger.warning("the session factory has no engine: the broadcast lease is process-local")
+    return LocalLease()
+
+
+# Who is busy when the ledger cannot tell (a placeholder uuid: all zeros).
+UNKNOWN_PUSH = UUID(int=0)
+
+
+def _unknown_progress() -> Progress:
+    return JobTally(UNKNOWN_PUSH, JobKind.PUSH).progress()
+
+
+def _retract_baseline(counts: queries.PushCounts) -> Baseline:
+    return Baseline(
+        total=counts.sent,
+        sent=counts.retracted,
+        failed_by_reason=counts.retract_failed_by_reason,
+    )
 
 
 def _push_baseline(counts: queries.PushCounts) -> Baseline:

@@ -1,16 +1,15 @@
-"""One request budget per bot token, shared by broadcast worker threads and the Application.
+"""Request budgets of one bot token: the global `Pacer` and Telegram's per-chat limits.
 
 Telegram counts every request of a token against the same ~30 messages/s, whichever thread
-or event loop sends it, and answers a flood with 429 + `retry_after`, after which *every*
-request of the token is refused for that long. So there is exactly one `Pacer` per token:
+or event loop sends it, and each chat against its own ~1 message/s (20/minute in groups).
+So there is exactly one `Pacer` per budget and one `ChatBudgets` per token, shared by the
+broadcast worker threads and the Application (see `pushbot.broadcast.gateway`):
 
 * pacing is GCRA in its reservation form: each caller books the next free slot under a lock
   and sleeps outside it, so threads and coroutines interleave fairly without a timer thread;
-* `block_for()` is the retry_after gate: it closes the pacer for everyone, not only for the
-  caller that got the 429, and pushes every later slot behind the gate so that the callers
-  resume at the normal pace instead of as a burst.
-
-`SharedRateLimiter` plugs the same Pacer into the Application's ExtBot.
+* `Pacer.block_for()` is the retry_after gate of a whole budget: it closes the pacer for
+  everyone and pushes every later slot behind the gate so that the callers resume at the
+  normal pace instead of as a burst. `ChatBudgets.block()` is the same for one chat.
 """
 
 from __future__ import annotations
@@ -19,22 +18,20 @@ import asyncio
 import logging
 import threading
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from datetime import timedelta
-from typing import Any
 
 from telegram.error import RetryAfter
-from telegram.ext import BaseRateLimiter
 
 logger = logging.getLogger(__name__)
 
 # Telegram's documented soft limits: about 1 message/s in a private chat (short bursts are
-# tolerated) and 20 messages/minute in a group.
-PRIVATE_CHAT_RATE = 1.0
+# tolerated) and 20 messages/minute in a group. Private chats get 5 % of headroom: requests
+# booked exactly 1 s apart can reach Telegram closer together when their latencies differ.
+PRIVATE_CHAT_RATE = 1 / 1.05
 PRIVATE_CHAT_BURST = 3
 GROUP_CHAT_RATE = 20 / 60
 GROUP_CHAT_BURST = 3
-DEFAULT_MAX_RETRIES = 3
 # Telegram's retry_after is a whole number of seconds rounded down; a little margin avoids
 # a second 429 right at the edge.
 RETRY_AFTER_MARGIN = 0.1
@@ -58,7 +55,7 @@ UNPACED_ENDPOINTS = frozenset(
 )
 # Everything that posts, changes or removes a message in a chat spends the shared budget.
 PACED_PREFIXES = ("send", "copy", "forward", "edit", "delete", "stop", "pin", "unpin")
-PER_CHAT_PACERS_SOFT_LIMIT = 1024
+CHAT_BUDGETS_SOFT_LIMIT = 1024
 
 
 class Pacer:
@@ -184,140 +181,107 @@ class Pacer:
         return 0.0
 
     async def acquire_async(self) -> None:
-        """Wait without blocking the event loop until the caller may send."""
-        while True:
+        """Wait without blocking the event loop until the caller may send.
+
+        The slot is booked ahead (so the Application's requests queue fairly among
+        themselves and with the workers), but a caller that wakes up late — the event loop
+        was busy — does not use its stale slot: after a stall every booked slot would fall
+        due at once and go out as a burst Telegram answers with 429. It takes a slot only
+        once one is due instead, like the worker threads do."""
+        wait = self.reserve()
+        if wait > 0:
+            due_at = self._clock() + wait
+            await asyncio.sleep(wait)
+            if self._clock() - due_at > self._interval:
+                while (wait := self._take_if_due()) > 0:
+                    await asyncio.sleep(wait)
+                return
+        while self._gate_closed_at_slot():
+            # A 429 closed the gate after the slot was booked: book again behind it.
             wait = self.reserve()
             if wait > 0:
                 await asyncio.sleep(wait)
-            if not self._gate_closed_at_slot():
-                return
 
 
 def retry_after_seconds(exc: RetryAfter) -> float:
-    """`exc.retry_after` in seconds, whichever type ptb hands out (int now, timedelta later)."""
-    # Reading the attribute warns about the int→timedelta migration unless PTB_TIMEDELTA
-    # is set; the private field has the value without the noise.
-    value: object = getattr(exc, "_retry_after", None)
-    if isinstance(value, timedelta):
-        return value.total_seconds()
-    public = exc.retry_after
-    return public.total_seconds() if isinstance(public, timedelta) else float(public)
+    """`exc.retry_after` in seconds, whichever type ptb hands out (int, or timedelta with
+    PTB_TIMEDELTA, which pushbot sets at import)."""
+    value: object = exc.retry_after
+    return value.total_seconds() if isinstance(value, timedelta) else float(value)  # type: ignore[arg-type]
 
 
-class SharedRateLimiter(BaseRateLimiter[int]):
-    """The Application's rate limiter, spending the same budget as the broadcaster.
+class ChatBudgets:
+    """Telegram's per-chat limits for every chat of a token: one GCRA slot time per chat.
 
-    Why not ptb's `AIORateLimiter`: it has no per-chat limit for private chats (only for
-    groups), makes no retries on RetryAfter by default, and its `aiolimiter` budget lives on
-    the Application's event loop, so it cannot be shared with the broadcast worker threads
-    that send on the same token; two separate budgets would together exceed Telegram's limit.
-
-    Every sending/editing/deleting call waits for its chat's own pacer (≈1/s in private
-    chats, 20/min in groups), then for the shared global Pacer. A RetryAfter closes the
-    shared gate (pausing the broadcast too) and the request is retried up to `max_retries`
-    times (`rate_limit_args` overrides it per call). getUpdates, getMe, callback answers and
-    the like are never delayed.
+    A plain dict of floats under one lock rather than a `Pacer` per chat: a broadcast
+    touches every chat once, and tens of thousands of two-lock objects would cost memory
+    and time for nothing. `reserve()` books the chat's next slot and says how long to wait
+    for it; `block()` is a 429 about that one chat.
     """
-
-    __slots__ = (
-        "_chat_pacers",
-        "_chat_pacers_lock",
-        "_group_burst",
-        "_group_rate",
-        "_max_retries",
-        "_next_sweep_at",
-        "_pacer",
-        "_private_burst",
-        "_private_rate",
-    )
 
     def __init__(
         self,
-        pacer: Pacer,
-        *,
-        max_retries: int = DEFAULT_MAX_RETRIES,
-        private_chat_rate: float = PRIVATE_CHAT_RATE,
-        private_chat_burst: int = PRIVATE_CHAT_BURST,
-        group_chat_rate: float = GROUP_CHAT_RATE,
-        group_chat_burst: int = GROUP_CHAT_BURST,
+        private_rate: float = PRIVATE_CHAT_RATE,
+        private_burst: int = PRIVATE_CHAT_BURST,
+        group_rate: float = GROUP_CHAT_RATE,
+        group_burst: int = GROUP_CHAT_BURST,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self._pacer = pacer
-        self._max_retries = max_retries
-        self._private_rate = private_chat_rate
-        self._private_burst = private_chat_burst
-        self._group_rate = group_chat_rate
-        self._group_burst = group_chat_burst
-        self._chat_pacers: dict[int | str, Pacer] = {}
-        self._chat_pacers_lock = threading.Lock()
-        self._next_sweep_at = PER_CHAT_PACERS_SOFT_LIMIT
+        if min(private_rate, group_rate) <= 0 or min(private_burst, group_burst) < 1:
+            raise ValueError("chat rates must be positive and bursts at least 1")
+        self._private = (1.0 / private_rate, (private_burst - 1) / private_rate)
+        self._group = (1.0 / group_rate, (group_burst - 1) / group_rate)
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._next: dict[int | str, float] = {}  # theoretical arrival time per chat
+        self._next_sweep_at = CHAT_BUDGETS_SOFT_LIMIT
 
-    @property
-    def pacer(self) -> Pacer:
-        return self._pacer
+    def __len__(self) -> int:
+        return len(self._next)
 
-    async def initialize(self) -> None:
-        """Nothing to set up: the Pacer needs no resources."""
-
-    async def shutdown(self) -> None:
-        """Nothing to release."""
-
-    async def process_request(
-        self,
-        callback: Callable[..., Coroutine[Any, Any, bool | dict[str, Any] | list[dict[str, Any]]]],
-        args: Any,
-        kwargs: dict[str, Any],
-        endpoint: str,
-        data: dict[str, Any],
-        rate_limit_args: int | None,
-    ) -> bool | dict[str, Any] | list[dict[str, Any]]:
-        if not is_paced_endpoint(endpoint):
-            return await callback(*args, **kwargs)
-        max_retries = self._max_retries if rate_limit_args is None else rate_limit_args
-        chat_pacer = self._pacer_for_chat(data.get("chat_id"))
-        attempt = 0
-        while True:
-            if chat_pacer is not None:
-                await chat_pacer.acquire_async()
-            await self._pacer.acquire_async()
-            try:
-                return await callback(*args, **kwargs)
-            except RetryAfter as exc:
-                seconds = retry_after_seconds(exc) + RETRY_AFTER_MARGIN
-                self._pacer.block_for(seconds)
-                if attempt >= max_retries:
-                    logger.warning(
-                        "%s: flood control after %d retries, giving up", endpoint, max_retries
-                    )
-                    raise
-                attempt += 1
-                logger.info("%s: flood control, retrying in %.1f s", endpoint, seconds)
-
-    def _pacer_for_chat(self, raw_chat_id: object) -> Pacer | None:
-        key = chat_key(raw_chat_id)
+    def reserve(self, key: int | str | None) -> float:
+        """Book the chat's next slot; seconds to wait before using it (0 = now)."""
         if key is None:
-            return None
-        with self._chat_pacers_lock:
-            pacer = self._chat_pacers.get(key)
-            if pacer is None:
-                if len(self._chat_pacers) >= self._next_sweep_at:
-                    self._forget_idle_chat_pacers()
-                pacer = self._new_chat_pacer(key)
-                self._chat_pacers[key] = pacer
-            return pacer
+            return 0.0
+        interval, tolerance = self._shape(key)
+        with self._lock:
+            now = self._clock()
+            arrival = self._next.get(key, now)
+            allowed_at = max(now, arrival - tolerance)
+            self._next[key] = max(arrival, allowed_at) + interval
+            if len(self._next) > self._next_sweep_at:
+                self._forget_idle_locked(now)
+            return allowed_at - now
 
-    def _new_chat_pacer(self, key: int | str) -> Pacer:
+    def block(self, key: int | str | None, seconds: float) -> None:
+        """Telegram said this chat must wait `seconds`: no slot of it before then."""
+        if key is None:
+            return
+        _, tolerance = self._shape(key)
+        with self._lock:
+            until = self._clock() + max(0.0, seconds) + tolerance
+            self._next[key] = max(self._next.get(key, until), until)
+
+    def wait_time(self, key: int | str | None) -> float:
+        """Seconds until the chat's next slot, without booking it."""
+        if key is None:
+            return 0.0
+        _, tolerance = self._shape(key)
+        with self._lock:
+            now = self._clock()
+            return max(0.0, self._next.get(key, now) - tolerance - now)
+
+    def _shape(self, key: int | str) -> tuple[float, float]:
         # Negative ids and @usernames are groups, supergroups or channels.
-        if isinstance(key, str) or key < 0:
-            return Pacer(self._group_rate, self._group_burst)
-        return Pacer(self._private_rate, self._private_burst)
+        return self._group if isinstance(key, str) or key < 0 else self._private
 
-    def _forget_idle_chat_pacers(self) -> None:
-        # An idle pacer has no memory worth keeping: a fresh one behaves the same.
-        for key in [k for k, p in self._chat_pacers.items() if p.idle()]:
-            del self._chat_pacers[key]
+    def _forget_idle_locked(self, now: float) -> None:
+        # A chat whose slot time is in the past has no memory worth keeping.
+        for key in [k for k, arrival in self._next.items() if arrival <= now]:
+            del self._next[key]
         # In a burst of new chats none is idle yet: sweep again only once the map doubled,
         # so the sweeps cost O(1) per request on average instead of O(chats).
-        self._next_sweep_at = max(PER_CHAT_PACERS_SOFT_LIMIT, 2 * len(self._chat_pacers))
+        self._next_sweep_at = max(CHAT_BUDGETS_SOFT_LIMIT, 2 * len(self._next))
 
 
 def is_paced_endpoint(endpoint: str) -> bool:

@@ -40,6 +40,9 @@ class JobState(StrEnum):
     # The job itself broke (e.g. the database was unreachable at its start); the ledger
     # still says running, so the next start retries it.
     FAILED = "failed"
+    # Another process of the bot ran this job, or changed its push, meanwhile (see
+    # pushbot.broadcast.lease): this run sent nothing more and has nothing to report.
+    HANDLED_ELSEWHERE = "handled_elsewhere"
 
 
 FINAL_STATES = frozenset(JobState) - {JobState.RUNNING}
@@ -63,6 +66,8 @@ class Progress:
     started_at: datetime
     flood_wait: float = 0.0  # seconds left on Telegram's retry_after, 0 when not throttled
     error: str | None = None  # why a job stopped by itself (e.g. "invalid token")
+    # Since when Telegram has not answered (UTC): the job holds, nobody is charged for it.
+    unreachable_since: datetime | None = None
 
     @property
     def removed(self) -> int:
@@ -211,7 +216,9 @@ class JobTally:
         with self._lock:
             return self._state
 
-    def progress(self, flood_wait: float = 0.0) -> Progress:
+    def progress(
+        self, flood_wait: float = 0.0, unreachable_since: datetime | None = None
+    ) -> Progress:
         with self._lock:
             elapsed = self._elapsed()
             done = self._sent + self._failed
@@ -235,6 +242,7 @@ class JobTally:
                 started_at=self.started_at,
                 flood_wait=flood_wait if state is JobState.RUNNING else 0.0,
                 error=self._error,
+                unreachable_since=unreachable_since if state is JobState.RUNNING else None,
             )
 
     def report(self) -> JobReport:

@@ -35,11 +35,13 @@ from sqlalchemy import (
     literal,
     or_,
     select,
+    text,
     true,
     update,
 )
 from sqlalchemy import cast as sql_cast
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
 from pushbot.db.models import (
@@ -547,6 +549,71 @@ def recent_pushes(session: Session, limit: int = 10) -> list[PushHistoryRow]:
     ]
     counts = _counts_for(session, [push.uuid for push in pushes])
     return [PushHistoryRow(push, counts.get(push.uuid, PushCounts())) for push in pushes]
+
+
+# --- the broadcast lease (PostgreSQL) ---------------------------------------------------------
+# A session-level advisory lock on a connection of the lease's own (pushbot.broadcast.lease):
+# it lives exactly as long as that connection, and the server drops it when the holder dies.
+# These take a `Connection` in autocommit mode, not a `Session`: there is no transaction.
+
+# The server's own keepalives, so that it notices a holder whose host vanished within about
+# half a minute instead of the kernel's two hours. SET, not a startup option: poolers refuse
+# unknown startup parameters. Ignored on Unix sockets.
+_LEASE_SESSION_SETTINGS = {
+    "tcp_keepalives_idle": 10,
+    "tcp_keepalives_interval": 5,
+    "tcp_keepalives_count": 3,
+}
+
+
+def prepare_lease_connection(connection: Connection) -> None:
+    for name, value in _LEASE_SESSION_SETTINGS.items():
+        connection.execute(select(func.set_config(name, str(value), False)))
+
+
+def try_advisory_lock(connection: Connection, key: int) -> bool:
+    """Take the lock for this connection's session without waiting; False if another has it."""
+    return bool(connection.execute(select(func.pg_try_advisory_lock(key))).scalar_one())
+
+
+def advisory_unlock(connection: Connection, key: int) -> bool:
+    return bool(connection.execute(select(func.pg_advisory_unlock(key))).scalar_one())
+
+
+def holds_advisory_lock(connection: Connection, key: int) -> bool:
+    """Whether this connection's session holds the lock (checked in pg_locks, not assumed)."""
+    return bool(connection.execute(_HOLDS_ADVISORY_LOCK, _advisory_key_halves(key)).scalar_one())
+
+
+def advisory_lock_holder(connection: Connection, key: int) -> str | None:
+    """Who holds the lock, for the logs: the holder's application_name and server pid."""
+    row = connection.execute(_ADVISORY_LOCK_HOLDER, _advisory_key_halves(key)).one_or_none()
+    if row is None:
+        return None
+    return f"{row.application_name or 'a session'} (server pid {row.pid})"
+
+
+# pg_locks shows a bigint advisory key as two 32-bit halves (classid, objid) with objsubid 1;
+# advisory locks belong to one database.
+_ADVISORY_LOCK_FILTER = """
+    l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
+    AND l.classid = CAST(:high AS oid) AND l.objid = CAST(:low AS oid)
+    AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+"""
+_HOLDS_ADVISORY_LOCK = text(
+    "SELECT EXISTS (SELECT 1 FROM pg_locks AS l"
+    f" WHERE {_ADVISORY_LOCK_FILTER} AND l.pid = pg_backend_pid())"
+)
+_ADVISORY_LOCK_HOLDER = text(
+    "SELECT l.pid, a.application_name FROM pg_locks AS l"
+    " LEFT JOIN pg_stat_activity AS a ON a.pid = l.pid"
+    f" WHERE {_ADVISORY_LOCK_FILTER} LIMIT 1"
+)
+
+
+def _advisory_key_halves(key: int) -> dict[str, int]:
+    unsigned = key & 0xFFFF_FFFF_FFFF_FFFF
+    return {"high": unsigned >> 32, "low": unsigned & 0xFFFF_FFFF}
 
 
 def _delivery_params(outcome: DeliveryOutcome) -> dict[str, Any]:

@@ -221,7 +221,7 @@ class HttpServer:
             self._reject(request, method, params, err)
             return
         with self.world.lock:
-            fault = self.world.draw_fault(method)
+            fault = self.world.draw_fault(method, params.get("chat_id"))
         if fault is not None:
             self._apply_fault(request, method, params, fault)
         elif method == "getUpdates":

@@ -280,6 +280,7 @@ class RemoteStandIn:
         next_calls: int = 0,
         methods: Collection[str] | None = None,
         hold: float | None = None,
+        chat_ids: Collection[int] | None = None,
     ) -> None:
         self._call(
             "inject_faults",
@@ -288,7 +289,27 @@ class RemoteStandIn:
             next_calls=next_calls,
             methods=None if methods is None else sorted(methods),
             hold=hold,
+            chat_ids=None if chat_ids is None else sorted(chat_ids),
         )
+
+    def start_outage(
+        self,
+        seconds: float,
+        *,
+        kind: str = "502",
+        methods: Collection[str] | None = None,
+        hold: float | None = None,
+    ) -> None:
+        self._call(
+            "start_outage",
+            seconds=seconds,
+            kind=kind,
+            methods=None if methods is None else sorted(methods),
+            hold=hold,
+        )
+
+    def end_outage(self) -> None:
+        self._call("end_outage")
 
     def reset_calls(self) -> None:
         self._call("reset_calls")

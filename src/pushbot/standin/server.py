@@ -70,6 +70,8 @@ CONTROL_METHODS = frozenset(
         "reset_limits",
         "set_latency",
         "inject_faults",
+        "start_outage",
+        "end_outage",
         "reset_calls",
         "webhook_info",
     }
@@ -449,10 +451,12 @@ class StandIn:
         next_calls: int = 0,
         methods: Collection[str] | None = None,
         hold: float | None = None,
+        chat_ids: Collection[int] | None = None,
     ) -> None:
         """Replace the fault plan. kind: "500", "502", "timeout" (not applied, held `hold`
         s (default config.timeout_hold) then dropped) or "lost_response" (applied, then the
-        same). methods None: every method except getUpdates. rate 0 and next_calls 0 clear."""
+        same). methods None: every method except getUpdates; chat_ids None: every chat, else
+        only calls about those chats. rate 0 and next_calls 0 clear."""
         if kind not in FAULT_KINDS:
             raise ValueError(f"fault kind must be one of {sorted(FAULT_KINDS)}, got {kind!r}")
         if not 0.0 <= rate <= 1.0:
@@ -460,9 +464,33 @@ class StandIn:
         plan = None
         if rate > 0.0 or next_calls > 0:
             chosen = frozenset(methods) if methods is not None else None
-            plan = FaultPlan(kind, rate, next_calls, chosen, hold)
+            chats = frozenset(chat_ids) if chat_ids is not None else None
+            plan = FaultPlan(kind, rate, next_calls, chosen, hold, chats)
         with self._world.lock:
             self._world.fault = plan
+
+    def start_outage(
+        self,
+        seconds: float,
+        *,
+        kind: str = "502",
+        methods: Collection[str] | None = None,
+        hold: float | None = None,
+    ) -> None:
+        """Telegram is down for `seconds` from now: every method (getUpdates included, unless
+        `methods` names the ones to fail) answers `kind` ("500", "502", "timeout", …)."""
+        if kind not in FAULT_KINDS:
+            raise ValueError(f"fault kind must be one of {sorted(FAULT_KINDS)}, got {kind!r}")
+        if seconds <= 0:
+            raise ValueError("an outage lasts a positive number of seconds")
+        chosen = frozenset(methods) if methods is not None else None
+        with self._world.lock:
+            self._world.outage = FaultPlan(kind, 1.0, 0, chosen, hold)
+            self._world.outage_until = time.monotonic() + seconds
+
+    def end_outage(self) -> None:
+        with self._world.lock:
+            self._world.outage = None
 
     def reset_calls(self) -> None:
         with self._world.lock:

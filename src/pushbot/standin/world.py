@@ -96,6 +96,7 @@ class FaultPlan:
     remaining: int
     methods: frozenset[str] | None
     hold: float | None
+    chats: frozenset[int] | None = None  # None: every chat (and calls without one)
 
 
 class World:
@@ -130,6 +131,10 @@ class World:
         )
         self.latency: tuple[float, float] = config.latency
         self.fault: FaultPlan | None = None
+        # An outage: every call (getUpdates included unless `methods` says otherwise) fails
+        # until `outage_until` (time.monotonic()).
+        self.outage: FaultPlan | None = None
+        self.outage_until = 0.0
         self.log: list[Call] = []
         self.status_counts: Counter[tuple[str, int]] = Counter()
         self.delivery_counts: Counter[int | str] = Counter()
@@ -167,7 +172,13 @@ class World:
 
     # -- faults -----------------------------------------------------------------------------
 
-    def draw_fault(self, method: str) -> FaultPlan | None:
+    def draw_fault(self, method: str, chat_id: object = None) -> FaultPlan | None:
+        outage = self.outage
+        if outage is not None:
+            if time.monotonic() >= self.outage_until:
+                self.outage = None
+            elif outage.methods is None or method in outage.methods:
+                return outage
         plan = self.fault
         if plan is None:
             return None
@@ -177,6 +188,8 @@ class World:
             if method == "getUpdates":
                 return None
         elif method not in plan.methods:
+            return None
+        if plan.chats is not None and chat_id not in plan.chats:
             return None
         if plan.remaining > 0:
             plan.remaining -= 1
