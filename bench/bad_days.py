@@ -328,6 +328,19 @@ class Watch:
             self._thread.join(5)
 
 
+def wait_until_everyone_answered(tg: RemoteStandIn, users: list[int]) -> None:
+    """Every user has had a reply recorded by the stand-in (bounded by a 30/s pace)."""
+    wanted = set(users)
+
+    def everyone_answered() -> bool:
+        if tg.count("sendMessage", 200) < len(users):
+            return False
+        answered = {c.chat_id for c in tg.calls("sendMessage") if c.status == 200}
+        return wanted <= answered
+
+    poll_until(everyone_answered, len(users) / 20 + 120, interval=0.5)
+
+
 def scenario_outage(args: argparse.Namespace, database_url: str, command: str) -> Outcome:
     size, outage, after = args.subscribers, args.outage, args.outage_after
     timeout = size / 20 + outage + 180
@@ -479,15 +492,8 @@ def scenario_transient(args: argparse.Namespace, database_url: str, command: str
         with bot:
             tg.inject_faults(kind="502", rate=fault_rate, methods=faulted)
             first_sent, last_sent = send_starts(tg.control_url, users)
+            wait_until_everyone_answered(tg, users)
             wanted = set(users)
-
-            def everyone_answered() -> bool:
-                if tg.count("sendMessage", 200) < size:
-                    return False
-                answered = {c.chat_id for c in tg.calls("sendMessage") if c.status == 200}
-                return wanted <= answered
-
-            poll_until(everyone_answered, size / 20 + 120, interval=0.5)
             time.sleep(SETTLE_SECONDS)
             start_calls = tg.calls()
             confirm = bot.ask_push("Bad day: one request in twenty fails")
@@ -577,15 +583,8 @@ def scenario_paid(args: argparse.Namespace, database_url: str, command: str) -> 
         with bot:
             cpu = CpuMeter(standin.pid).start()
             first_sent, last_sent = send_starts(tg.control_url, users)
+            wait_until_everyone_answered(tg, users)
             wanted = set(users)
-
-            def everyone_answered() -> bool:
-                if tg.count("sendMessage", 200) < size:
-                    return False
-                answered = {c.chat_id for c in tg.calls("sendMessage") if c.status == 200}
-                return wanted <= answered
-
-            poll_until(everyone_answered, size / 20 + 120, interval=0.5)
             cpu.stop()
             time.sleep(SETTLE_SECONDS)
             calls = tg.calls()

@@ -448,4 +448,14 @@ def test_async_callers_that_wake_late_do_not_go_out_as_a_burst(
     asyncio.run(main())
     assert released[0] == 1000.0  # its slot was due at once
     after_the_stall = [round(t - 1002.0, 3) for t in released[1:]]
-    assert after_the_stall == [0.0, 0.0, 0.1, 0.2, 0.3]
+    assert after_the_stall == [0.0, 0.1, 0.2, 0.3, 0.4]  # booked again, at the rate
+
+
+def test_waiting_in_the_queue_is_not_cut_short_by_the_retry_budget() -> None:
+    """A /start rush queues replies at ~30/s for minutes: that is pacing, not a failure,
+    and no reply may be given up for it (the budget bounds retries and outages only)."""
+    limiter = shared_limiter(Pacer(rate=20), retry_budget=0.2)
+    recorder = Recorder()
+    results = run_requests(limiter, "sendMessage", list(range(1, 13)), recorder)
+    assert results == [{"ok": True}] * 12
+    assert max(recorder.calls) - min(recorder.calls) >= 0.5  # the queue took longer than 0.2 s

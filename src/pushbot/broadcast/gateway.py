@@ -167,11 +167,17 @@ class TelegramGateway:
             return None
         return Ticket(key, paid and self._paid is not None, probe, verified)
 
-    async def acquire_async(self, chat_id: object, *, paced: bool = True) -> Ticket:
-        """The same for the event loop (free budget only), without blocking the loop."""
+    async def acquire_async(
+        self, chat_id: object, *, paced: bool = True, give_up_at: float | None = None
+    ) -> Ticket:
+        """The same for the event loop (free budget only), without blocking the loop.
+        TimedOut if Telegram is still down at `give_up_at` (time.monotonic()); waiting for
+        the budgets is never cut short: that is the queue, not a failure."""
         while True:
             admission = self._health.admit()
             if admission.wait > 0:
+                if give_up_at is not None and time.monotonic() + admission.wait > give_up_at:
+                    raise TimedOut("Telegram is not answering")
                 await asyncio.sleep(admission.wait)
                 continue
             async_probe = self._async_probe if admission.probe else None
@@ -333,15 +339,14 @@ class SharedRateLimiter(BaseRateLimiter[float]):
         may_have_been_done = False
         while True:
             try:
-                ticket = await asyncio.wait_for(
-                    self._gateway.acquire_async(data.get("chat_id"), paced=paced),
-                    timeout=max(0.0, deadline - time.monotonic()),
+                ticket = await self._gateway.acquire_async(
+                    data.get("chat_id"), paced=paced, give_up_at=deadline
                 )
-            except TimeoutError:
+            except TimedOut:
                 logger.warning(
                     "%s: Telegram did not answer for %.0f s, giving up", endpoint, budget
                 )
-                raise TimedOut(f"Telegram did not answer for {budget:.0f} s") from None
+                raise
             try:
                 result = await callback(*args, **kwargs)
             except RetryAfter as exc:

@@ -35,6 +35,9 @@ GROUP_CHAT_BURST = 3
 # Telegram's retry_after is a whole number of seconds rounded down; a little margin avoids
 # a second 429 right at the edge.
 RETRY_AFTER_MARGIN = 0.1
+# An async caller this late for its slot books a new one (see Pacer.acquire_async): up to
+# this much lateness, what falls due together stays within Telegram's burst of about 10.
+LATE_WAKE_REBOOK = 0.25
 
 # Requests that never wait: they send nothing to a chat, and delaying them hurts (a late
 # callback answer leaves a spinner on the user's button; getUpdates is the bot's heartbeat).
@@ -183,24 +186,24 @@ class Pacer:
     async def acquire_async(self) -> None:
         """Wait without blocking the event loop until the caller may send.
 
-        The slot is booked ahead (so the Application's requests queue fairly among
-        themselves and with the workers), but a caller that wakes up late — the event loop
-        was busy — does not use its stale slot: after a stall every booked slot would fall
-        due at once and go out as a burst Telegram answers with 429. It takes a slot only
-        once one is due instead, like the worker threads do."""
-        wait = self.reserve()
-        if wait > 0:
-            due_at = self._clock() + wait
-            await asyncio.sleep(wait)
-            if self._clock() - due_at > self._interval:
-                while (wait := self._take_if_due()) > 0:
-                    await asyncio.sleep(wait)
-                return
-        while self._gate_closed_at_slot():
-            # A 429 closed the gate after the slot was booked: book again behind it.
+        The slot is booked ahead, so the Application's requests queue in order. A caller
+        that wakes up well after its slot (the event loop was busy) books a new one at the
+        back of the queue, once: after a stall every slot booked meanwhile falls due at once,
+        and sent together they would go out as a burst Telegram answers with 429."""
+        rebooked = False
+        while True:
             wait = self.reserve()
+            late = 0.0
             if wait > 0:
+                due_at = self._clock() + wait
                 await asyncio.sleep(wait)
+                late = self._clock() - due_at
+            if self._gate_closed_at_slot():
+                continue  # a 429 closed the gate after the slot was booked: queue behind it
+            if late > LATE_WAKE_REBOOK and not rebooked:
+                rebooked = True
+                continue
+            return
 
 
 def retry_after_seconds(exc: RetryAfter) -> float:
