@@ -66,18 +66,35 @@ def eventually(predicate: Callable[[], bool], timeout: float, what: str) -> None
         time.sleep(0.02)
 
 
-@pytest.fixture
-def leases(db_url: str) -> Iterator[Callable[[], BroadcastLease]]:
+def _leases_on(url: str) -> Iterator[Callable[[], BroadcastLease]]:
     made: list[BroadcastLease] = []
 
     def make() -> BroadcastLease:
-        lease = lease_for(db_url)
+        lease = lease_for(url)
         made.append(lease)
         return lease
 
     yield make
     for lease in made:
         lease.close()
+
+
+@pytest.fixture
+def leases(db_url: str) -> Iterator[Callable[[], BroadcastLease]]:
+    """Leases on the database of the test's backend (each test runs on both)."""
+    yield from _leases_on(db_url)
+
+
+@pytest.fixture
+def pg_leases(postgres_test_database: str) -> Iterator[Callable[[], BroadcastLease]]:
+    """Leases on the test PostgreSQL: for what only a lock held by a connection does."""
+    yield from _leases_on(postgres_test_database)
+
+
+@pytest.fixture
+def sqlite_leases(tmp_path: Path) -> Iterator[Callable[[], BroadcastLease]]:
+    """Leases on a SQLite file: for what only a lock file does."""
+    yield from _leases_on(f"sqlite:///{tmp_path / 'pushbot.sqlite3'}")
 
 
 @pytest.fixture
@@ -183,18 +200,16 @@ def _terminate(admin: Engine, pid: int) -> None:
 
 
 @pytest.fixture
-def pg_admin(db_url: str) -> Iterator[Engine]:
-    if not is_postgres(db_url):
-        pytest.skip("PostgreSQL only: SQLite's lock is a file, not a connection")
-    admin = create_engine(db_url, poolclass=NullPool, isolation_level="AUTOCOMMIT")
+def pg_admin(postgres_test_database: str) -> Iterator[Engine]:
+    admin = create_engine(postgres_test_database, poolclass=NullPool, isolation_level="AUTOCOMMIT")
     yield admin
     admin.dispose()
 
 
 def test_postgres_still_held_takes_the_lease_again_after_its_connection_broke(
-    leases: Callable[[], BroadcastLease], pg_admin: Engine
+    pg_leases: Callable[[], BroadcastLease], pg_admin: Engine
 ) -> None:
-    mine = leases()
+    mine = pg_leases()
     assert mine.try_acquire()
     first_pid = _lock_holder_pid(pg_admin)
     assert first_pid is not None
@@ -207,9 +222,9 @@ def test_postgres_still_held_takes_the_lease_again_after_its_connection_broke(
 
 
 def test_postgres_still_held_is_false_once_another_lease_took_it(
-    leases: Callable[[], BroadcastLease], pg_admin: Engine
+    pg_leases: Callable[[], BroadcastLease], pg_admin: Engine
 ) -> None:
-    mine, other = leases(), leases()
+    mine, other = pg_leases(), pg_leases()
     assert mine.try_acquire()
     pid = _lock_holder_pid(pg_admin)
     assert pid is not None
@@ -237,11 +252,9 @@ def test_an_unreachable_postgres_server_is_unavailable_not_busy() -> None:
 
 
 def test_sqlite_lock_file_replaced_under_the_holder(
-    leases: Callable[[], BroadcastLease], db_url: str
+    sqlite_leases: Callable[[], BroadcastLease],
 ) -> None:
-    if is_postgres(db_url):
-        pytest.skip("SQLite only")
-    mine, other = leases(), leases()
+    mine, other = sqlite_leases(), sqlite_leases()
     assert isinstance(mine, FileLease)
     assert mine.try_acquire()
     os.unlink(mine.path)  # a lock on the old file would guard nothing
