@@ -6,6 +6,7 @@ thread and the bot's handlers (via `asyncio.to_thread`) share it.
 
 from __future__ import annotations
 
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -16,11 +17,9 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import ConnectionPoolEntry, StaticPool
 
-# src/pushbot/db/session.py -> the repository root, where alembic.ini and migrations/ live
-# (the package is installed editable, so this is the checkout).
-REPO_ROOT = Path(__file__).resolve().parents[3]
-ALEMBIC_INI = REPO_ROOT / "alembic.ini"
-MIGRATIONS_DIR = REPO_ROOT / "migrations"
+# The top-level migrations/ folder, installed as the package `pushbot.migrations` (see
+# pyproject.toml): the checkout's folder in an editable install, site-packages' otherwise.
+MIGRATIONS_DIR = Path(str(resources.files("pushbot.migrations")))
 
 # Several threads write at once (broadcast outcomes, handlers recording chats); SQLite has
 # a single writer, so a writer waits for the lock instead of failing with "database is locked".
@@ -55,7 +54,9 @@ def upgrade_database(url: str) -> None:
 
 def alembic_config(url: str) -> Config:
     """Alembic configuration for programmatic use (tests use it for autogenerate checks)."""
-    config = Config(str(ALEMBIC_INI))
+    # No alembic.ini: everything it would say for the app is set here (it stays at the top
+    # level for the `alembic` command line in a checkout).
+    config = Config()
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
     # ConfigParser interpolates '%', which appears in URL-escaped passwords.
     config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
