@@ -81,3 +81,13 @@ def purged(factory: sessionmaker[Session]) -> dict[int, str | None]:
 def too_many_requests(tg: StandIn) -> int:
     """How many calls of any method Telegram answered with 429."""
     return sum(by_status.get("429", 0) for by_status in tg.stats().values())
+
+
+class FakeClock:
+    """A monotonic clock the test moves by hand (`clock.now += 2.0`)."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now

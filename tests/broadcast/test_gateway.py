@@ -10,14 +10,7 @@ from pushbot.broadcast.gateway import TelegramGateway, Ticket
 from pushbot.broadcast.health import TelegramHealth
 from pushbot.broadcast.pacing import ChatBudgets, Pacer
 from pushbot.config import Settings
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.broadcast.helpers import FakeClock
 
 
 def test_a_private_chat_gets_its_burst_then_one_slot_per_interval() -> None:

@@ -9,15 +9,7 @@ import threading
 from datetime import UTC, datetime
 
 from pushbot.broadcast.health import TelegramHealth
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
+from tests.broadcast.helpers import FakeClock
 
 WALL = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 

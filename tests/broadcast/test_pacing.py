@@ -23,14 +23,7 @@ from pushbot.broadcast.pacing import (
     retry_after_seconds,
 )
 from pushbot.standin import StandIn, StandInConfig
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.broadcast.helpers import FakeClock
 
 
 def test_reservations_are_evenly_spaced_at_the_rate() -> None:
