@@ -121,7 +121,7 @@ def test_acquire_waits_out_telegrams_outage_and_asks_getme_first() -> None:
     probe = gateway.acquire(5)
     assert probe is not None and probe.probe and probe.verified
     assert len(probes) == 3  # two unanswered getMe, then one that answered
-    gateway.succeeded(probe)
+    gateway.answered(probe)
     assert gateway.down_since() is None
 
 

@@ -934,7 +934,7 @@ class Broadcaster:
             except Exception as exc:
                 verdict = classify(exc)
             else:
-                self._gateway.succeeded(ticket)
+                self._gateway.answered(ticket)
                 return result, _SUCCEEDED
             if verdict.action is Action.TRANSIENT:
                 failures += 1

@@ -14,7 +14,7 @@ so they share one `TelegramGateway`:
   recipients; while they last, `getMe` probes ask whether Telegram is back.
 
 Every request takes a `Ticket` with `acquire` (threads) or `acquire_async` (the event loop)
-and reports exactly one outcome on it: `succeeded`, `answered` (an error about the chat),
+and reports exactly one outcome on it: `answered` (a success or an error about the chat),
 `flooded`, `failed` (transient) or `abandoned`.
 
 `SharedRateLimiter` plugs the gateway into the Application's ExtBot and retries the
@@ -109,10 +109,6 @@ class TelegramGateway:
     def chats(self) -> ChatBudgets:
         return self._chats
 
-    @property
-    def health(self) -> TelegramHealth:
-        return self._health
-
     def set_probes(
         self, sync_probe: SyncProbe | None = None, async_probe: AsyncProbe | None = None
     ) -> None:
@@ -199,11 +195,9 @@ class TelegramGateway:
 
     # --- outcomes ---------------------------------------------------------------------------
 
-    def succeeded(self, ticket: Ticket) -> None:
-        self._health.answered(ticket.probe)
-
     def answered(self, ticket: Ticket) -> None:
-        """Telegram refused the request for a reason of its own (403, 400…): it is up."""
+        """Telegram answered: the request succeeded, or was refused for a reason about its
+        chat (403, 400…). Either way Telegram is up."""
         self._health.answered(ticket.probe)
 
     def failed(self, ticket: Ticket) -> bool:
@@ -383,7 +377,7 @@ class SharedRateLimiter(BaseRateLimiter[float]):
             except BaseException:
                 self._gateway.abandoned(ticket)
                 raise
-            self._gateway.succeeded(ticket)
+            self._gateway.answered(ticket)
             return result
 
 

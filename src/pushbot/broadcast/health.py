@@ -78,7 +78,6 @@ class TelegramHealth:
         self._last_answer_at = float("-inf")
         self._failures_in_a_row = 0
         self._down_since: datetime | None = None
-        self._down_since_clock = 0.0
         self._failed_probes = 0
         self._next_probe_at = 0.0
         self._probe_out_since: float | None = None

@@ -15,15 +15,12 @@ broadcast worker threads and the Application (see `pushbot.broadcast.gateway`):
 from __future__ import annotations
 
 import asyncio
-import logging
 import threading
 import time
 from collections.abc import Callable
 from datetime import timedelta
 
 from telegram.error import RetryAfter
-
-logger = logging.getLogger(__name__)
 
 # Telegram's documented soft limits: about 1 message/s in a private chat (short bursts are
 # tolerated) and 20 messages/minute in a group. Private chats get 5 % of headroom: requests
@@ -121,12 +118,6 @@ class Pacer:
         with self._lock:
             booked = max(0.0, self._theoretical_arrival - self._tolerance - self._clock())
             return booked + max(0, self._queued - 1) * self._interval
-
-    def idle(self) -> bool:
-        """True when every booked slot is in the past and the gate is open."""
-        with self._lock:
-            now = self._clock()
-            return self._theoretical_arrival <= now and self._gate_until <= now
 
     def _gate_closed_at_slot(self) -> bool:
         with self._lock:
