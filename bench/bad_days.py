@@ -66,8 +66,8 @@ from pushbot.bot import render
 from pushbot.broadcast.engine import Broadcaster
 from pushbot.broadcast.progress import Progress
 from pushbot.db import queries
-from pushbot.standin.remote import RemoteStandIn
-from pushbot.standin.world import Call, JsonDict
+from tgstandin.remote import RemoteStandIn
+from tgstandin.world import Call, JsonDict
 
 SCENARIOS = ("outage", "transient", "paid", "pace")
 UNREACHABLE_PHRASE = "Telegram unreachable since"

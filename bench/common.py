@@ -1,7 +1,7 @@
 """Shared plumbing of the benchmarks in bench/ (not a benchmark itself).
 
 - `StandInProcess`: the Telegram stand-in as a separate OS process (`python -m
-  pushbot.standin`), driven through `RemoteStandIn`, so that it does not share the bot's GIL.
+  tgstandin`), driven through `RemoteStandIn`, so that it does not share the bot's GIL.
 - `postgres_database`: a throwaway PostgreSQL server (tests/fixtures/postgres.py, reused).
 - `seed_audience`: subscribed chats straight into the database.
 - `BotRun`: the real bot (Runtime + BotThread, the code path of `pushbot run`) and the
@@ -48,9 +48,9 @@ from pushbot.config import Settings  # noqa: E402
 from pushbot.db import queries  # noqa: E402
 from pushbot.logs import configure_logging, token_secrets  # noqa: E402
 from pushbot.runtime import BotThread, Runtime  # noqa: E402
-from pushbot.standin.methods import LIMITED_METHODS  # noqa: E402
-from pushbot.standin.remote import RemoteStandIn  # noqa: E402
-from pushbot.standin.world import Call, JsonDict  # noqa: E402
+from tgstandin.methods import LIMITED_METHODS  # noqa: E402
+from tgstandin.remote import RemoteStandIn  # noqa: E402
+from tgstandin.world import Call, JsonDict  # noqa: E402
 
 ADMIN_ID = 1000
 PYTHON = sys.executable
@@ -243,7 +243,7 @@ def wait_for_quiet(max_seconds: float = 120.0, threshold: float = 0.25, window: 
 
 
 class StandInProcess:
-    """`python -m pushbot.standin ARGS` on a free loopback port, and a RemoteStandIn on it."""
+    """`python -m tgstandin ARGS` on a free loopback port, and a RemoteStandIn on it."""
 
     def __init__(self, *args: str, startup_timeout: float = 30.0) -> None:
         self.args = [*args]
@@ -258,7 +258,7 @@ class StandInProcess:
         return self.process.pid
 
     def start(self) -> RemoteStandIn:
-        command = [PYTHON, "-m", "pushbot.standin", "--port", "0", *self.args]
+        command = [PYTHON, "-m", "tgstandin", "--port", "0", *self.args]
         self.process = subprocess.Popen(
             command, stdout=subprocess.PIPE, stderr=self._log, cwd=REPO_ROOT
         )

@@ -58,7 +58,7 @@ from pushbot.config import Settings
 from pushbot.db import queries
 from pushbot.db.session import create_db_engine, create_session_factory, upgrade_database
 from pushbot.runtime import EXTRA_DB_CONNECTIONS
-from pushbot.standin.remote import RemoteStandIn
+from tgstandin.remote import RemoteStandIn
 
 OVERHEAD_GOAL = 0.20
 MEMORY_GOAL_MB = 250.0

@@ -41,7 +41,7 @@ from common import (
     wait_until,
 )
 from pushbot.db import queries
-from pushbot.standin.remote import RemoteStandIn
+from tgstandin.remote import RemoteStandIn
 
 WEBHOOK_GOAL = 1500.0
 UNLIMITED_RATE = 1e9

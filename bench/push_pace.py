@@ -43,8 +43,8 @@ from common import (
     wait_until,
 )
 from pushbot.config import DEFAULT_BROADCAST_RATE
-from pushbot.standin.remote import RemoteStandIn
-from pushbot.standin.world import Call, JsonDict
+from tgstandin.remote import RemoteStandIn
+from tgstandin.world import Call, JsonDict
 
 PACE_GOAL = 29.0
 

@@ -122,7 +122,7 @@ METHOD = """\
 ## Method
 
 - **Processes.** The machine has 2 cores. For every throughput figure the Telegram stand-in
-  runs as a **separate process** (`python -m pushbot.standin ...`, driven through
+  runs as a **separate process** (`python -m tgstandin ...`, driven through
   `RemoteStandIn`), so it does not share the bot's GIL; the bot (or the engine) and the
   benchmark's driver share the other process. The driver only sleeps and polls the
   stand-in a few times a second while something is measured. PostgreSQL (when used) is a

@@ -10,8 +10,8 @@ import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
 from pushbot.db import queries
-from pushbot.standin.server import StandIn
 from tests.fixtures.process import BotProcess, base_env
+from tgstandin.server import StandIn
 
 
 def _run(env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:

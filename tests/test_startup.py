@@ -23,11 +23,11 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.pool import NullPool
 
-from pushbot.standin import StandInConfig
-from pushbot.standin.server import StandIn
 from tests.fixtures.postgres import EXTERNAL_URL_VARIABLE
 from tests.fixtures.process import BotProcess, base_env
 from tests.fixtures.standin import StandInFactory
+from tgstandin import StandInConfig
+from tgstandin.server import StandIn
 
 TOKEN = StandInConfig().token
 WRONG_TOKEN = "123456:WRONG-token-zyxwvutsrqponm"

@@ -17,7 +17,7 @@ from typing import Any
 from pushbot.config import Settings
 from pushbot.logs import configure_logging, token_secrets
 from pushbot.runtime import BotThread, Runtime
-from pushbot.standin.server import StandIn, StandInConfig
+from tgstandin.server import StandIn, StandInConfig
 
 ADMIN_ID = 1000
 WAIT = 120.0

@@ -9,8 +9,8 @@ from datetime import UTC, datetime
 from sqlalchemy.orm import Session, sessionmaker
 
 from pushbot.db import queries
-from pushbot.standin.server import StandIn
 from tests.fixtures.process import BotProcess
+from tgstandin.server import StandIn
 
 ADMIN = 1000
 WORKERS = 30

@@ -10,8 +10,8 @@ import pytest
 
 from pushbot.bot import push as push_module
 from pushbot.db import queries
-from pushbot.standin.server import StandIn
 from tests.fixtures.bot import ADMIN_ID, OTHER_ADMIN_ID, BotHarness
+from tgstandin.server import StandIn
 
 
 def _texts(bot: BotHarness, chat_id: int = ADMIN_ID) -> list[str]:

@@ -8,8 +8,8 @@ from collections.abc import Callable
 import httpx
 import pytest
 
-from pushbot.standin.server import StandIn
 from tests.fixtures.bot import ADMIN_ID, BotHarness
+from tgstandin.server import StandIn
 
 SECRET = "s3cret-Token_for-tests"
 

@@ -17,8 +17,8 @@ from pushbot.broadcast.gateway import TelegramGateway
 from pushbot.broadcast.pacing import Pacer
 from pushbot.broadcast.progress import JobReport
 from pushbot.config import Settings
-from pushbot.standin import StandIn, StandInConfig
 from tests.broadcast import helpers
+from tgstandin import StandIn, StandInConfig
 
 # Tests must not sit out production back-offs and timeouts.
 FAST = EngineOptions(

@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from pushbot.db import queries
 from pushbot.db.models import Chat, PushNotification
-from pushbot.standin import StandIn
+from tgstandin import StandIn
 
 ADMIN_ID = 1000
 

@@ -9,7 +9,7 @@ from pushbot.broadcast.pacing import Pacer
 from pushbot.broadcast.progress import JobState
 from tests.broadcast import helpers
 from tests.broadcast.conftest import Scene
-from tests.standin.support import raw
+from tests.tgstandin.support import raw
 
 
 def quick_probes(rate: float) -> TelegramGateway:

@@ -22,8 +22,8 @@ from pushbot.broadcast.pacing import (
     is_paced_endpoint,
     retry_after_seconds,
 )
-from pushbot.standin import StandIn, StandInConfig
 from tests.broadcast.helpers import FakeClock
+from tgstandin import StandIn, StandInConfig
 
 
 def test_reservations_are_evenly_spaced_at_the_rate() -> None:

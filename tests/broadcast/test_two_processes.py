@@ -18,10 +18,10 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from pushbot.db import queries
 from pushbot.db.models import PushStatus
-from pushbot.standin import StandIn, StandInConfig
 from tests.broadcast import helpers
 from tests.broadcast.conftest import post_as_admin
 from tests.fixtures.process import BotProcess, base_env
+from tgstandin import StandIn, StandInConfig
 
 ADMIN = helpers.ADMIN_ID
 RECIPIENTS = 300

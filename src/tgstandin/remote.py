@@ -1,6 +1,6 @@
 """`RemoteStandIn`: the `StandIn` API for a stand-in running in another process.
 
-Process mode (`python -m pushbot.standin ...`) keeps the stand-in off the bot's GIL in
+Process mode (`python -m tgstandin ...`) keeps the stand-in off the bot's GIL in
 benchmarks; this client speaks to its JSON control endpoint (`POST /_standin/<method>`).
 Same method names and parameters as `StandIn`; `wait_for` and `wait_for_message` poll from
 this side because predicates cannot be sent over the wire.
@@ -14,8 +14,8 @@ from typing import Any
 
 import httpx
 
-from pushbot.standin.server import wait_for_message, wait_until
-from pushbot.standin.world import Call, JsonDict
+from tgstandin.server import wait_for_message, wait_until
+from tgstandin.world import Call, JsonDict
 
 _ERRORS: dict[str, type[Exception]] = {
     "ValueError": ValueError,

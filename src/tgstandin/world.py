@@ -17,10 +17,10 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from pushbot.standin.config import StandInConfig
-from pushbot.standin.formatting import command_entities
-from pushbot.standin.limits import FloodLimiter, LimitSettings
-from pushbot.standin.updates import QueuedUpdate, UpdateQueue
+from tgstandin.config import StandInConfig
+from tgstandin.formatting import command_entities
+from tgstandin.limits import FloodLimiter, LimitSettings
+from tgstandin.updates import QueuedUpdate, UpdateQueue
 
 JsonDict = dict[str, Any]
 

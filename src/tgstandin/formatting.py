@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from html import unescape
 from typing import Any
 
-from pushbot.standin.errors import ApiError, bad_request
+from tgstandin.errors import ApiError, bad_request
 
 Entity = dict[str, Any]
 

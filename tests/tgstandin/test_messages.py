@@ -13,8 +13,8 @@ from telegram import (
     ReplyParameters,
 )
 
-from pushbot.standin import StandIn
-from tests.standin.support import make_bot, raw, run
+from tests.tgstandin.support import make_bot, raw, run
+from tgstandin import StandIn
 
 KEYBOARD = InlineKeyboardMarkup([[InlineKeyboardButton("Undo", callback_data="undo:7")]])
 

@@ -7,8 +7,8 @@ import time
 import pytest
 import telegram.error
 
-from pushbot.standin import StandIn
-from tests.standin.support import make_bot, raw, run
+from tests.tgstandin.support import make_bot, raw, run
+from tgstandin import StandIn
 
 
 def test_next_calls_fail_with_500_then_recover(standin: StandIn) -> None:

@@ -11,7 +11,7 @@ import httpx
 from telegram import Bot
 from telegram.request import HTTPXRequest
 
-from pushbot.standin import StandIn
+from tgstandin import StandIn
 
 T = TypeVar("T")
 

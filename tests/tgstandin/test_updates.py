@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 import telegram.error
 
-from pushbot.standin import StandIn
-from tests.standin.support import make_bot, raw, run
+from tests.tgstandin.support import make_bot, raw, run
+from tgstandin import StandIn
 
 
 def test_get_updates_offset_semantics(standin: StandIn) -> None:

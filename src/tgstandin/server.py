@@ -22,11 +22,11 @@ from typing import Any
 
 from tornado.netutil import bind_sockets
 
-from pushbot.standin.config import StandInConfig
-from pushbot.standin.httpd import CONTROL_PREFIX, HttpServer
-from pushbot.standin.methods import BotApi, callback_datas, scope_key, webhook_info
-from pushbot.standin.spec import Spec, load_spec
-from pushbot.standin.world import (
+from tgstandin.config import StandInConfig
+from tgstandin.httpd import CONTROL_PREFIX, HttpServer
+from tgstandin.methods import BotApi, callback_datas, scope_key, webhook_info
+from tgstandin.spec import Spec, load_spec
+from tgstandin.world import (
     ACTIVE,
     FAULT_KINDS,
     KICKED,

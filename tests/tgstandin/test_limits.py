@@ -10,8 +10,8 @@ import pytest
 import telegram.error
 
 from pushbot.broadcast.pacing import retry_after_seconds
-from pushbot.standin import StandIn
-from tests.standin.support import make_bot, run
+from tests.tgstandin.support import make_bot, run
+from tgstandin import StandIn
 
 
 def blast(standin: StandIn, chat_ids: list[int], **extra: str) -> list[httpx.Response]:

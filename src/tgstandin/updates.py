@@ -12,7 +12,7 @@ from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from pushbot.standin.errors import ApiError
+from tgstandin.errors import ApiError
 
 # Telegram's default when allowed_updates is empty or never given.
 DEFAULT_EXCLUDED = frozenset({"chat_member", "message_reaction", "message_reaction_count"})

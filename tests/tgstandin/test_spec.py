@@ -10,15 +10,15 @@ import pytest
 import telegram.error
 from telegram import InlineKeyboardButton, InlineKeyboardMarkup
 
-from pushbot.standin import StandIn
-from pushbot.standin.spec import (
+from tests.tgstandin.support import make_bot, raw, raw_json, run
+from tgstandin import StandIn
+from tgstandin.spec import (
     IMPLEMENTED_METHODS,
     LICENSE_PATH,
     SUBSET_PATH,
     load_spec,
     write_subset,
 )
-from tests.standin.support import make_bot, raw, raw_json, run
 
 OFFICIAL_SPEC = Path("/work/shared/telegram-bot-api/api.min.json")
 

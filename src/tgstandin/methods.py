@@ -16,12 +16,12 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from pushbot.standin.errors import CHAT_NOT_FOUND, ApiError, bad_request, forbidden
-from pushbot.standin.errors import too_many_requests as flood_error
-from pushbot.standin.formatting import MAX_CAPTION_LENGTH, MAX_TEXT_LENGTH, parse_text, utf16_len
-from pushbot.standin.spec import Upload
-from pushbot.standin.updates import QueuedUpdate
-from pushbot.standin.world import (
+from tgstandin.errors import CHAT_NOT_FOUND, ApiError, bad_request, forbidden
+from tgstandin.errors import too_many_requests as flood_error
+from tgstandin.formatting import MAX_CAPTION_LENGTH, MAX_TEXT_LENGTH, parse_text, utf16_len
+from tgstandin.spec import Upload
+from tgstandin.updates import QueuedUpdate
+from tgstandin.world import (
     BLOCKED,
     DEACTIVATED,
     DELETE_WINDOW_SECONDS,

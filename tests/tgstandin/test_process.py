@@ -1,4 +1,4 @@
-"""Process mode (`python -m pushbot.standin`) driven through RemoteStandIn."""
+"""Process mode (`python -m tgstandin`) driven through RemoteStandIn."""
 
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ from collections.abc import Iterator
 import pytest
 import telegram.error
 
-from pushbot.standin import StandIn
-from pushbot.standin.remote import RemoteStandIn
-from pushbot.standin.server import CONTROL_METHODS
-from tests.standin.support import make_bot, run
+from tests.tgstandin.support import make_bot, run
+from tgstandin import StandIn
+from tgstandin.remote import RemoteStandIn
+from tgstandin.server import CONTROL_METHODS
 
 
 @pytest.fixture
@@ -22,7 +22,7 @@ def remote() -> Iterator[RemoteStandIn]:
     command = [
         sys.executable,
         "-m",
-        "pushbot.standin",
+        "tgstandin",
         "--users",
         "5",
         "--blocked",

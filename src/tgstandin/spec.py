@@ -1,7 +1,7 @@
 """The Bot API specification subset the stand-in validates every request against.
 
 `botapi_subset.json` is derived from the official method/type list (`api.min.json`) with
-`python -m pushbot.standin.spec --derive /work/shared/telegram-bot-api/api.min.json`; the
+`python -m tgstandin.spec --derive /work/shared/telegram-bot-api/api.min.json`; the
 derivation is deterministic so re-running it after a spec update gives a reviewable diff.
 
 At runtime `Spec.parse_params` turns the raw request values (form strings, JSON values or
@@ -22,7 +22,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from pushbot.standin.errors import ApiError, bad_request
+from tgstandin.errors import ApiError, bad_request
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 SUBSET_PATH = PACKAGE_DIR / "botapi_subset.json"
@@ -144,7 +144,7 @@ def derive_subset(api: Mapping[str, Any]) -> dict[str, Any]:
     return {
         "version": api["version"],
         "release_date": api["release_date"],
-        "derived_by": "python -m pushbot.standin.spec --derive <api.min.json>",
+        "derived_by": "python -m tgstandin.spec --derive <api.min.json>",
         "all_methods": sorted(api["methods"]),
         "methods": {
             name: {"fields": _slim_fields(m.get("fields", [])), "returns": list(m["returns"])}
@@ -170,7 +170,7 @@ def write_subset(api_path: Path, out_dir: Path = PACKAGE_DIR) -> tuple[Path, Pat
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pushbot.standin.spec")
+    parser = argparse.ArgumentParser(prog="python -m tgstandin.spec")
     parser.add_argument("--derive", type=Path, required=True, metavar="API_MIN_JSON")
     parser.add_argument("--out-dir", type=Path, default=PACKAGE_DIR)
     args = parser.parse_args(argv)

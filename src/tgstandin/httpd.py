@@ -24,11 +24,11 @@ from tornado import httputil
 from tornado.httpserver import HTTPServer
 from tornado.iostream import StreamClosedError
 
-from pushbot.standin.errors import NOT_FOUND, UNAUTHORIZED, ApiError, bad_request
-from pushbot.standin.methods import BotApi
-from pushbot.standin.spec import Spec, Upload, raise_if_unsupported
-from pushbot.standin.updates import POLL_CONFLICT, QueuedUpdate
-from pushbot.standin.world import FaultPlan, World, unix_now
+from tgstandin.errors import NOT_FOUND, UNAUTHORIZED, ApiError, bad_request
+from tgstandin.methods import BotApi
+from tgstandin.spec import Spec, Upload, raise_if_unsupported
+from tgstandin.updates import POLL_CONFLICT, QueuedUpdate
+from tgstandin.world import FaultPlan, World, unix_now
 
 log = logging.getLogger(__name__)
 

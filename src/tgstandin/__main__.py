@@ -1,4 +1,4 @@
-"""Process mode: `python -m pushbot.standin --port P --users N [--blocked k] ...`.
+"""Process mode: `python -m tgstandin --port P --users N [--blocked k] ...`.
 
 Serves the Bot API and the JSON control endpoint until SIGINT/SIGTERM, after printing one
 line `STANDIN base_url=... control_url=... token=...` once it accepts connections.
@@ -12,13 +12,13 @@ import sys
 import threading
 from types import FrameType
 
-from pushbot.standin.config import StandInConfig
-from pushbot.standin.server import StandIn
+from tgstandin.config import StandInConfig
+from tgstandin.server import StandIn
 
 
 def build_parser() -> argparse.ArgumentParser:
     defaults = StandInConfig()
-    parser = argparse.ArgumentParser(prog="python -m pushbot.standin", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m tgstandin", description=__doc__)
     parser.add_argument("--host", default=defaults.host)
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
     parser.add_argument("--token", default=defaults.token)

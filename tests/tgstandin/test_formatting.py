@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from pushbot.standin.errors import ApiError
-from pushbot.standin.formatting import command_entities, parse_text, utf16_len
+from tgstandin.errors import ApiError
+from tgstandin.formatting import command_entities, parse_text, utf16_len
 
 
 def entities(text: str, mode: str) -> tuple[str, list[tuple[str, int, int]]]:
