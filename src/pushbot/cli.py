@@ -212,7 +212,7 @@ def cmd_push(args: argparse.Namespace) -> int:
         except BroadcastBusy as busy:
             # Another process started a job since the check: this push never ran.
             with runtime.session_factory.begin() as session:
-                queries.set_push_status(session, push.uuid, PushStatus.CANCELLED)
+                queries.change_push_status(session, push.uuid, PushStatus.CANCELLED)
             return refuse(busy.active)
         print(f"broadcast {push.uuid}")
         report = _follow(handle)

@@ -306,7 +306,7 @@ def test_a_second_broadcaster_waits_for_the_lease_and_sends_nothing_twice(scene:
         third.launch_push(fresh)
     assert refused.value.active.uuid == push_uuid
     with scene.factory.begin() as session:
-        queries.set_push_status(session, fresh, PushStatus.CANCELLED)
+        queries.change_push_status(session, fresh, PushStatus.CANCELLED)
 
     assert first.wait(push_uuid, timeout=30).state is JobState.DONE
     handled = second.wait(push_uuid, timeout=10)

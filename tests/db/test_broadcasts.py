@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
 from pushbot.db import queries
-from pushbot.db.models import PushStatus, RetractStatus
+from pushbot.db.models import PUSH_TRANSITIONS, PushStatus, RetractStatus
 from pushbot.db.queries import (
     ChatInfo,
     DeliveryOutcome,
@@ -396,25 +396,43 @@ def test_an_unknown_retract_status_is_refused(session_factory: Factory) -> None:
 # --- status and message ids --------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("status", ["done", "cancelled"])
-def test_terminal_statuses_stamp_finished_at(session_factory: Factory, status: str) -> None:
+# The way to each status from a new (running) push.
+PATHS: dict[PushStatus, tuple[PushStatus, ...]] = {
+    PushStatus.RUNNING: (),
+    PushStatus.PAUSED: (PushStatus.PAUSED,),
+    PushStatus.CANCELLED: (PushStatus.CANCELLED,),
+    PushStatus.DONE: (PushStatus.DONE,),
+    PushStatus.RETRACTING: (PushStatus.RETRACTING,),
+    PushStatus.RETRACTED: (PushStatus.RETRACTING, PushStatus.RETRACTED),
+}
+
+
+def move(
+    session: Session, push_uuid: UUID, status: PushStatus, when: datetime | None = None
+) -> None:
+    for step in PATHS[status]:
+        assert queries.change_push_status(session, push_uuid, step, now=when)
+
+
+@pytest.mark.parametrize("status", [PushStatus.DONE, PushStatus.CANCELLED])
+def test_terminal_statuses_stamp_finished_at(session_factory: Factory, status: PushStatus) -> None:
     push = new_push(session_factory)
 
     with session_factory.begin() as session:
-        queries.set_push_status(session, push.uuid, status, at(60))
+        move(session, push.uuid, status, at(60))
 
     stored = get(session_factory, push.uuid)
     assert (stored.status, stored.finished_at, stored.deleted) == (status, at(60), False)
 
 
-@pytest.mark.parametrize("status", ["paused", "running", "retracting"])
+@pytest.mark.parametrize("status", [PushStatus.PAUSED, PushStatus.RUNNING, PushStatus.RETRACTING])
 def test_non_terminal_statuses_leave_finished_at_empty(
-    session_factory: Factory, status: str
+    session_factory: Factory, status: PushStatus
 ) -> None:
     push = new_push(session_factory)
 
     with session_factory.begin() as session:
-        queries.set_push_status(session, push.uuid, status, at(60))
+        move(session, push.uuid, status, at(60))
 
     stored = get(session_factory, push.uuid)
     assert (stored.status, stored.finished_at) == (status, None)
@@ -423,25 +441,67 @@ def test_non_terminal_statuses_leave_finished_at_empty(
 def test_retracted_marks_the_push_deleted(session_factory: Factory) -> None:
     push = new_push(session_factory)
     with session_factory.begin() as session:
-        queries.set_push_status(session, push.uuid, PushStatus.DONE, at(60))
-        queries.set_push_status(session, push.uuid, PushStatus.RETRACTING, at(70))
+        queries.change_push_status(session, push.uuid, PushStatus.DONE, now=at(60))
+        queries.change_push_status(session, push.uuid, PushStatus.RETRACTING, now=at(70))
     with session_factory.begin() as session:
-        queries.set_push_status(session, push.uuid, PushStatus.RETRACTED, at(80))
+        queries.change_push_status(session, push.uuid, PushStatus.RETRACTED, now=at(80))
 
     stored = get(session_factory, push.uuid)
     assert (stored.status, stored.deleted, stored.deleted_at, stored.finished_at) == (
-        "retracted",
+        PushStatus.RETRACTED,
         True,
         at(80),
         at(80),
     )
 
 
-def test_an_unknown_push_status_is_refused(session_factory: Factory) -> None:
+@pytest.mark.parametrize(
+    ("path", "refused"),
+    [
+        ((), PushStatus.RETRACTED),  # running -> retracted skips the retraction
+        ((PushStatus.DONE,), PushStatus.RUNNING),  # a finished push does not restart
+        ((PushStatus.CANCELLED,), PushStatus.PAUSED),
+        ((PushStatus.RETRACTING,), PushStatus.DONE),
+        ((PushStatus.DONE,), PushStatus.DONE),  # finishing twice would restamp finished_at
+    ],
+)
+def test_a_change_the_transitions_table_does_not_allow_changes_nothing(
+    session_factory: Factory, path: tuple[PushStatus, ...], refused: PushStatus
+) -> None:
+    push = new_push(session_factory)
+    with session_factory.begin() as session:
+        for step in path:
+            assert queries.change_push_status(session, push.uuid, step, now=at(60))
+    before = get(session_factory, push.uuid)
+
+    with session_factory.begin() as session:
+        changed = queries.change_push_status(session, push.uuid, refused, now=at(90))
+
+    assert not changed
+    assert get(session_factory, push.uuid) == before
+
+
+def test_a_change_is_made_only_from_an_expected_status(session_factory: Factory) -> None:
     push = new_push(session_factory)
 
-    with pytest.raises(ValueError, match="finished"), session_factory.begin() as session:
-        queries.set_push_status(session, push.uuid, "finished")
+    with session_factory.begin() as session:
+        from_paused = queries.change_push_status(
+            session, push.uuid, PushStatus.CANCELLED, expected={PushStatus.PAUSED}
+        )
+        from_running = queries.change_push_status(
+            session, push.uuid, PushStatus.PAUSED, expected={PushStatus.RUNNING}
+        )
+
+    assert (from_paused, from_running) == (False, True)
+    assert get(session_factory, push.uuid).status is PushStatus.PAUSED
+
+
+def test_every_status_can_be_reached_and_retracted_is_the_end() -> None:
+    reachable = {PushStatus.RUNNING}
+    for targets in PUSH_TRANSITIONS.values():
+        reachable |= targets
+    assert reachable == set(PushStatus)
+    assert PUSH_TRANSITIONS[PushStatus.RETRACTED] == frozenset()
 
 
 def test_set_push_message_ids_changes_only_the_given_ids(session_factory: Factory) -> None:
@@ -490,11 +550,14 @@ def test_find_push_by_message_needs_the_right_chat(session_factory: Factory) -> 
 
 
 def test_unfinished_pushes_are_what_to_resume_oldest_first(session_factory: Factory) -> None:
-    statuses = ["done", "running", "cancelled", "retracting", "paused", "retracted", "running"]
+    statuses = [
+        PushStatus(name)
+        for name in ["done", "running", "cancelled", "retracting", "paused", "retracted", "running"]
+    ]
     pushes = [new_push(session_factory, at(index)) for index in range(len(statuses))]
     with session_factory.begin() as session:
         for push, status in zip(pushes, statuses, strict=True):
-            queries.set_push_status(session, push.uuid, status)
+            move(session, push.uuid, status)
 
     with session_factory.begin() as session:
         unfinished = queries.unfinished_pushes(session)

@@ -141,7 +141,7 @@ async def confirm_send(update: Update, context: ContextTypes.DEFAULT_TYPE) -> in
     try:
         await asyncio.to_thread(svc.broadcaster.launch_push, push.uuid)
     except BroadcastBusy:
-        await svc.store.set_push_status(push.uuid, PushStatus.CANCELLED)
+        await svc.store.change_push_status(push.uuid, PushStatus.CANCELLED)
         await query.edit_message_text("Another broadcast started meanwhile; one at a time.")
         return ConversationHandler.END
     logger.info("broadcast %s launched by admin %s", push.uuid, query.from_user.id)

@@ -15,6 +15,7 @@ from uuid import UUID
 from sqlalchemy.orm import Session, sessionmaker
 
 from pushbot.db import queries
+from pushbot.db.models import PushStatus
 from pushbot.db.queries import (
     AudienceCounts,
     ChatInfo,
@@ -100,8 +101,8 @@ class Store:
     async def recent_pushes(self, limit: int = 10) -> list[PushHistoryRow]:
         return await self._run(lambda s: queries.recent_pushes(s, limit))
 
-    async def set_push_status(self, push_uuid: UUID, status: str) -> None:
-        await self._run(lambda s: queries.set_push_status(s, push_uuid, status))
+    async def change_push_status(self, push_uuid: UUID, status: PushStatus) -> bool:
+        return await self._run(lambda s: queries.change_push_status(s, push_uuid, status))
 
     async def set_push_message_ids(
         self,

@@ -1001,17 +1001,15 @@ class Broadcaster:
 
     def _persist_status(self, push_uuid: UUID, status: PushStatus) -> None:
         with self._factory.begin() as session:
-            queries.set_push_status(session, push_uuid, status)
+            queries.change_push_status(session, push_uuid, status)
 
     def _change_stored_status(
         self, push_uuid: UUID, allowed: set[PushStatus], new: PushStatus
     ) -> bool:
         """For a push this process is not running: change its stored status if allowed."""
         with self._factory.begin() as session:
-            push = queries.get_push(session, push_uuid)
-            if push is None or push.status not in allowed:
+            if not queries.change_push_status(session, push_uuid, new, expected=allowed):
                 return False
-            queries.set_push_status(session, push_uuid, new)
         if new is PushStatus.PAUSED:
             self._remember_paused(push_uuid)
         return True

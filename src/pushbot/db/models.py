@@ -52,6 +52,42 @@ class PushStatus(StrEnum):
     RETRACTING = "retracting"
     RETRACTED = "retracted"
 
+    @property
+    def finished(self) -> bool:
+        return self in (PushStatus.DONE, PushStatus.CANCELLED, PushStatus.RETRACTED)
+
+    @property
+    def retracted_or_retracting(self) -> bool:
+        return self in (PushStatus.RETRACTING, PushStatus.RETRACTED)
+
+    @property
+    def sending(self) -> bool:
+        """Copies may still go out (now, or once resumed)."""
+        return self in (PushStatus.RUNNING, PushStatus.PAUSED)
+
+
+# Every status change a push may make, in one place: queries.change_push_status refuses any
+# other. Staying in an unfinished status is allowed too (a resumed job re-asserts its own).
+PUSH_TRANSITIONS: dict[PushStatus, frozenset[PushStatus]] = {
+    PushStatus.RUNNING: frozenset(
+        {PushStatus.PAUSED, PushStatus.CANCELLED, PushStatus.DONE, PushStatus.RETRACTING}
+    ),
+    PushStatus.PAUSED: frozenset(
+        {PushStatus.RUNNING, PushStatus.CANCELLED, PushStatus.RETRACTING}
+    ),
+    PushStatus.CANCELLED: frozenset({PushStatus.RETRACTING}),
+    PushStatus.DONE: frozenset({PushStatus.RETRACTING}),
+    PushStatus.RETRACTING: frozenset({PushStatus.RETRACTED}),
+    PushStatus.RETRACTED: frozenset(),
+}
+
+
+def statuses_that_may_become(target: PushStatus) -> frozenset[PushStatus]:
+    sources = {source for source, targets in PUSH_TRANSITIONS.items() if target in targets}
+    if not target.finished:
+        sources.add(target)
+    return frozenset(sources)
+
 
 class DeliveryStatus(StrEnum):
     PENDING = "pending"

@@ -12,7 +12,7 @@ Rules the callers rely on:
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any, cast, overload
@@ -51,13 +51,13 @@ from pushbot.db.models import (
     PushNotification,
     PushStatus,
     RetractStatus,
+    statuses_that_may_become,
 )
 
 CHATS = cast(Table, Chat.__table__)
 PUSHES = cast(Table, PushMessage.__table__)
 NOTIFICATIONS = cast(Table, PushNotification.__table__)
 
-TERMINAL_STATUSES = frozenset({PushStatus.DONE, PushStatus.CANCELLED, PushStatus.RETRACTED})
 # What to pick up again after a crash or restart.
 UNFINISHED_STATUSES = (PushStatus.RUNNING, PushStatus.RETRACTING, PushStatus.PAUSED)
 REMOVED_STATUSES = frozenset({RetractStatus.DELETED, RetractStatus.GONE})
@@ -121,7 +121,7 @@ class PushSummary:
     source_chat_id: int
     source_message_id: int
     admin_id: int
-    status: str
+    status: PushStatus
     audience_size: int
     created_at: datetime
     finished_at: datetime | None
@@ -330,7 +330,7 @@ def create_push(session: Session, draft: PushDraft, now: datetime | None = None)
         source_chat_id=draft.source_chat_id,
         source_message_id=draft.source_message_id,
         admin_id=draft.admin_id,
-        status=PushStatus.RUNNING.value,
+        status=PushStatus.RUNNING,
         audience_size=0,
         created_at=_utc(now),
         finished_at=None,
@@ -466,19 +466,35 @@ def record_retractions(
     session.execute(statement, [_retraction_params(outcome) for outcome in outcomes])
 
 
-def set_push_status(
-    session: Session, push_uuid: UUID, status: str, now: datetime | None = None
-) -> None:
-    """Move a push to `status`; terminal states stamp finished_at, `retracted` also marks
-    the push deleted."""
-    new_status = PushStatus(status)
+def change_push_status(
+    session: Session,
+    push_uuid: UUID,
+    status: PushStatus,
+    *,
+    expected: Collection[PushStatus] | None = None,
+    now: datetime | None = None,
+) -> bool:
+    """Move a push to `status` if PUSH_TRANSITIONS allows it from the stored status (and
+    that status is one of `expected`, when given), in one compare-and-set statement.
+    Returns False, changing nothing, otherwise. Finished states stamp finished_at;
+    `retracted` also marks the push deleted."""
+    allowed = statuses_that_may_become(status)
+    if expected is not None:
+        allowed = allowed & frozenset(expected)
+    if not allowed:
+        return False
     moment = _utc(now)
-    values: dict[str, Any] = {"status": new_status.value}
-    if new_status in TERMINAL_STATUSES:
+    values: dict[str, Any] = {"status": status.value}
+    if status.finished:
         values["finished_at"] = moment
-    if new_status is PushStatus.RETRACTED:
+    if status is PushStatus.RETRACTED:
         values.update(deleted=True, deleted_at=moment)
-    session.execute(update(PUSHES).where(PUSHES.c.uuid == push_uuid).values(values))
+    result = session.execute(
+        update(PUSHES)
+        .where(PUSHES.c.uuid == push_uuid, PUSHES.c.status.in_([s.value for s in allowed]))
+        .values(values)
+    )
+    return _rowcount(result) == 1
 
 
 def set_push_message_ids(
@@ -695,7 +711,7 @@ def _summary(row: Row[Any]) -> PushSummary:
         source_chat_id=row.source_chat_id,
         source_message_id=row.source_message_id,
         admin_id=row.admin_id,
-        status=row.status,
+        status=PushStatus(row.status),
         audience_size=row.audience_size,
         created_at=_from_db_required(row.created_at),
         finished_at=_from_db(row.finished_at),
