@@ -30,7 +30,7 @@ from pushbot.logs import configure_logging, token_secrets
 
 if TYPE_CHECKING:
     from pushbot.broadcast.engine import JobHandle
-    from pushbot.broadcast.progress import JobReport
+    from pushbot.broadcast.progress import JobReport, Progress
 
 EXIT_CONFIG = 2
 EXIT_REFUSED = 3
@@ -162,23 +162,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_push(args: argparse.Namespace) -> int:
     from pushbot.bot.render import render_push_report
-    from pushbot.broadcast.engine import UNKNOWN_PUSH, BroadcastBusy
-    from pushbot.broadcast.progress import JobKind, Progress
-    from pushbot.db import queries
-    from pushbot.db.models import PushStatus
+    from pushbot.broadcast.engine import BroadcastBusy
     from pushbot.db.queries import PushDraft
     from pushbot.runtime import Runtime
-
-    def refuse(active: Progress) -> int:
-        if active.uuid == UNKNOWN_PUSH:
-            print("pushbot: another broadcast is running; one at a time.", file=sys.stderr)
-        else:
-            status = "retracting" if active.kind == JobKind.RETRACT else "running"
-            print(
-                f"pushbot: broadcast {active.uuid} is still {status}; one at a time.",
-                file=sys.stderr,
-            )
-        return EXIT_REFUSED
 
     settings = _settings()
     text = args.text if args.text is not None else sys.stdin.read().strip()
@@ -186,74 +172,87 @@ def cmd_push(args: argparse.Namespace) -> int:
         raise ConfigError("text", "the message to broadcast is empty")
     admin_chat = _admin_chat(settings, args.admin_chat)
     runtime = Runtime.create(settings)
+    broadcasts = runtime.broadcasts
     try:
-        # The engine's rule, across processes (the broadcast lease): a bot process or
-        # another terminal that is sending or retracting keeps this one from starting.
-        active = runtime.broadcaster.busy()
+        # The same rule as /push, across processes (the broadcast lease): a bot process or
+        # another terminal that is sending or retracting keeps this one from starting,
+        # before anything is sent to the admin.
+        active = broadcasts.busy()
         if active is not None:
-            return refuse(active)
+            return _refuse_busy(active)
+        # The admin's copy is the source every recipient's copy is made from.
         source = _call_bot(settings, lambda bot: bot.send_message(admin_chat, text))
-        with runtime.session_factory.begin() as session:
-            push = queries.create_push(
-                session,
-                PushDraft(
-                    text=text,
-                    content_type="text",
-                    source_chat_id=admin_chat,
-                    source_message_id=source.message_id,
-                    admin_id=admin_chat,
-                    preview_message_id=source.message_id,
-                ),
-            )
-            queries.set_push_message_ids(session, push.uuid, report_chat_id=admin_chat)
-        runtime.broadcaster.start()
+        broadcasts.start()
+        draft = PushDraft(
+            text=text,
+            content_type="text",
+            source_chat_id=admin_chat,
+            source_message_id=source.message_id,
+            admin_id=admin_chat,
+            preview_message_id=source.message_id,
+        )
         try:
-            handle = runtime.broadcaster.launch_push(push.uuid)
+            handle = broadcasts.push(draft)
         except BroadcastBusy as busy:
-            # Another process started a job since the check: this push never ran.
-            with runtime.session_factory.begin() as session:
-                queries.change_push_status(session, push.uuid, PushStatus.CANCELLED)
-            return refuse(busy.active)
-        print(f"broadcast {push.uuid}")
-        report = _follow(handle)
-        summary = render_push_report(report)
+            return _refuse_busy(busy.active)
+        print(f"broadcast {handle.uuid}")
+        summary = render_push_report(_follow(handle))
         print(summary)
         sent = _call_bot(settings, lambda bot: bot.send_message(admin_chat, summary))
-        with runtime.session_factory.begin() as session:
-            queries.set_push_message_ids(session, push.uuid, report_message_id=sent.message_id)
+        broadcasts.report_posted(handle.uuid, sent.message_id)
         return 0
     finally:
-        runtime.broadcaster.shutdown()
+        broadcasts.shutdown()
         runtime.close()
+
+
+def _refuse_busy(active: Progress) -> int:
+    from pushbot.broadcast.engine import UNKNOWN_PUSH
+    from pushbot.broadcast.progress import JobKind
+
+    if active.uuid == UNKNOWN_PUSH:
+        print("pushbot: another broadcast is running; one at a time.", file=sys.stderr)
+    else:
+        doing = "retracting" if active.kind is JobKind.RETRACT else "running"
+        print(f"pushbot: broadcast {active.uuid} is still {doing}; one at a time.", file=sys.stderr)
+    return EXIT_REFUSED
 
 
 def cmd_undo(args: argparse.Namespace) -> int:
     from pushbot.bot.render import render_retract_report
-    from pushbot.bot.undo import is_too_old
     from pushbot.broadcast.engine import BroadcastBusy
-    from pushbot.db import queries
+    from pushbot.broadcast.service import CannotRetract, UndoCheck, UndoVerdict, UnknownBroadcast
     from pushbot.runtime import Runtime
+
+    def refuse(check: UndoCheck) -> int:
+        if check.verdict is UndoVerdict.ALREADY_RETRACTED:
+            print(f"broadcast {args.uuid} is already retracted")
+            return 0
+        if check.verdict is UndoVerdict.NOTHING_DELIVERED:
+            print(f"broadcast {args.uuid} delivered no copy: nothing to retract")
+            return 0
+        print(
+            "pushbot: older than 48 hours: Telegram no longer lets bots delete it",
+            file=sys.stderr,
+        )
+        return EXIT_REFUSED
 
     settings = _settings()
     runtime = Runtime.create(settings)
+    broadcasts = runtime.broadcasts
     try:
-        with runtime.session_factory.begin() as session:
-            push = queries.get_push(session, args.uuid)
-        if push is None:
+        try:
+            check = broadcasts.check_undo(args.uuid)
+        except UnknownBroadcast:
             print(f"pushbot: no broadcast {args.uuid}", file=sys.stderr)
             return EXIT_REFUSED
-        if push.deleted or push.status == "retracted":
-            print(f"broadcast {args.uuid} is already retracted")
-            return 0
-        if is_too_old(push):
-            print(
-                "pushbot: older than 48 hours: Telegram no longer lets bots delete it",
-                file=sys.stderr,
-            )
-            return EXIT_REFUSED
-        runtime.broadcaster.start()
+        if check.verdict is not UndoVerdict.RETRACT:
+            return refuse(check)
+        broadcasts.start()
         try:
-            handle = runtime.broadcaster.launch_retract(args.uuid)
+            handle = broadcasts.undo(args.uuid)
+        except CannotRetract as refused:
+            return refuse(refused.check)
         except BroadcastBusy as exc:
             print(
                 f"pushbot: broadcast {exc.active.uuid} is still being sent; one at a time.",
@@ -263,23 +262,19 @@ def cmd_undo(args: argparse.Namespace) -> int:
         print(render_retract_report(_follow(handle)))
         return 0
     finally:
-        runtime.broadcaster.shutdown()
+        broadcasts.shutdown()
         runtime.close()
 
 
 def cmd_history(args: argparse.Namespace) -> int:
     from pushbot.bot.render import excerpt
-    from pushbot.db import queries
-    from pushbot.db.session import create_db_engine, create_session_factory, upgrade_database
+    from pushbot.runtime import Runtime
 
-    settings = _settings(require_token=False)
-    upgrade_database(settings.database_url)
-    engine = create_db_engine(settings.database_url)
+    runtime = Runtime.create(_settings(require_token=False))
     try:
-        with create_session_factory(engine).begin() as session:
-            rows = queries.recent_pushes(session, args.limit)
+        rows = runtime.broadcasts.recent(args.limit)
     finally:
-        engine.dispose()
+        runtime.close()
     if not rows:
         print("no broadcasts yet")
         return 0

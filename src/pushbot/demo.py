@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from pushbot.config import Settings
+from pushbot.db.queries import AudienceCounts
 from pushbot.logs import configure_logging, token_secrets
 from pushbot.runtime import BotThread, Runtime
 from tgstandin.server import StandIn, StandInConfig
@@ -134,11 +135,8 @@ def _play(tg: StandIn, runtime: Runtime, users: int) -> None:
     print("\n== Done: that was the real bot, end to end, over HTTP on loopback.")
 
 
-def _audience(runtime: Runtime) -> Any:
-    from pushbot.db import queries
-
-    with runtime.session_factory.begin() as session:
-        return queries.audience_counts(session)
+def _audience(runtime: Runtime) -> AudienceCounts:
+    return runtime.broadcasts.audience()
 
 
 def _await_report(tg: StandIn, phrase: str, status_message_id: int) -> dict[str, Any]:
@@ -166,11 +164,8 @@ def _newest(tg: StandIn, match: Callable[[dict[str, Any]], bool]) -> dict[str, A
 
 def _print_history(runtime: Runtime) -> None:
     from pushbot.bot.render import excerpt
-    from pushbot.db import queries
 
-    with runtime.session_factory.begin() as session:
-        rows = queries.recent_pushes(session, 5)
-    for row in rows:
+    for row in runtime.broadcasts.recent(5):
         print(
             f"   {row.push.created_at:%H:%M:%S}  {row.push.status:10} delivered "
             f"{row.counts.sent}, failed {row.counts.failed}, removed {row.counts.retracted}  "

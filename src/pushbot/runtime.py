@@ -19,6 +19,7 @@ from pushbot.bot.app import AnyApp, ReportRelay, build_application
 from pushbot.bot.store import Store
 from pushbot.broadcast.engine import Broadcaster
 from pushbot.broadcast.gateway import TelegramGateway
+from pushbot.broadcast.service import BroadcastService
 from pushbot.config import Settings
 from pushbot.db.session import create_db_engine, create_session_factory, upgrade_database
 
@@ -32,7 +33,10 @@ class Runtime:
     engine: Engine
     session_factory: sessionmaker[Session]
     gateway: TelegramGateway
+    # The engine, for observing it (tests, benchmarks); everything that changes a push goes
+    # through `broadcasts`.
     broadcaster: Broadcaster
+    broadcasts: BroadcastService
     store: Store
     relay: ReportRelay = field(default_factory=ReportRelay)
 
@@ -48,11 +52,14 @@ class Runtime:
         gateway = TelegramGateway.for_settings(settings)
         relay = ReportRelay()
         broadcaster = Broadcaster(settings, factory, gateway=gateway, on_finished=relay)
-        return cls(settings, engine, factory, gateway, broadcaster, Store(factory), relay)
+        broadcasts = BroadcastService(factory, broadcaster)
+        return cls(
+            settings, engine, factory, gateway, broadcaster, broadcasts, Store(factory), relay
+        )
 
     def build_bot(self) -> AnyApp:
         return build_application(
-            self.settings, self.store, self.broadcaster, self.gateway, self.relay
+            self.settings, self.store, self.broadcasts, self.gateway, self.relay
         )
 
     def close(self) -> None:

@@ -28,9 +28,9 @@ from pushbot.bot.services import SERVICES_KEY, Services
 from pushbot.bot.store import Store
 from pushbot.bot.undo import undo_conversation
 from pushbot.bot.users import ADMIN_COMMANDS, USER_COMMANDS, fallback_handlers, user_handlers
-from pushbot.broadcast.engine import Broadcaster
 from pushbot.broadcast.gateway import SharedRateLimiter, TelegramGateway, answered_at_all
-from pushbot.broadcast.progress import JobReport
+from pushbot.broadcast.progress import JobKind, JobReport, JobState
+from pushbot.broadcast.service import BroadcastService
 from pushbot.config import Settings
 
 logger = logging.getLogger(__name__)
@@ -62,7 +62,7 @@ class ReportRelay:
 def build_application(
     settings: Settings,
     store: Store,
-    broadcaster: Broadcaster,
+    broadcasts: BroadcastService,
     gateway: TelegramGateway,
     relay: ReportRelay,
 ) -> AnyApp:
@@ -86,7 +86,7 @@ def build_application(
     )
     # While Telegram is down, the Application's waiting sends ask getMe whether it is back.
     gateway.set_probes(async_probe=functools.partial(telegram_answers, app.bot))
-    app.bot_data[SERVICES_KEY] = Services(settings=settings, store=store, broadcaster=broadcaster)
+    app.bot_data[SERVICES_KEY] = Services(settings=settings, store=store, broadcasts=broadcasts)
     app.bot_data["pushbot.relay"] = relay
     add_handlers(app, settings)
     return app
@@ -115,16 +115,15 @@ async def _post_init(app: AnyApp) -> None:
     relay: ReportRelay = app.bot_data["pushbot.relay"]
     relay.app, relay.loop = app, asyncio.get_running_loop()
     await register_commands(app, svc.settings)
-    await asyncio.to_thread(svc.broadcaster.start)
-    resumed = await asyncio.to_thread(svc.broadcaster.resume_unfinished)
+    await asyncio.to_thread(svc.broadcasts.start)
+    resumed = await asyncio.to_thread(svc.broadcasts.resume_unfinished)
     for push_uuid in resumed:
         await announce_resumed(app, svc, push_uuid)
 
 
 async def _post_shutdown(app: AnyApp) -> None:
     svc: Services = app.bot_data[SERVICES_KEY]
-    # Running jobs stay 'running' in the ledger: the next start carries them on.
-    await asyncio.to_thread(svc.broadcaster.shutdown)
+    await asyncio.to_thread(svc.broadcasts.shutdown)
 
 
 async def register_commands(app: AnyApp, settings: Settings) -> None:
@@ -140,12 +139,12 @@ async def register_commands(app: AnyApp, settings: Settings) -> None:
 
 
 async def announce_resumed(app: AnyApp, svc: Services, push_uuid: Any) -> None:
-    push = await svc.store.get_push(push_uuid)
-    progress = svc.broadcaster.progress(push_uuid)
+    push = await asyncio.to_thread(svc.broadcasts.get, push_uuid)
+    progress = svc.broadcasts.progress(push_uuid)
     if push is None or progress is None:
         return
     chat_id = push.report_chat_id or push.admin_id
-    verb = "retraction" if progress.kind == "retract" else "broadcast"
+    verb = "retraction" if progress.kind is JobKind.RETRACT else "broadcast"
     try:
         await app.bot.send_message(
             chat_id,
@@ -155,14 +154,12 @@ async def announce_resumed(app: AnyApp, svc: Services, push_uuid: Any) -> None:
         status = await app.bot.send_message(
             chat_id,
             render.render_progress(progress),
-            reply_markup=render.job_keyboard(push_uuid, "running", progress.kind),
+            reply_markup=render.job_keyboard(push_uuid, JobState.RUNNING, progress.kind),
         )
     except TelegramError as exc:
         logger.warning("could not tell admin %s about resumed job %s: %s", chat_id, push_uuid, exc)
         return
-    await svc.store.set_push_message_ids(
-        push_uuid, report_chat_id=chat_id, status_message_id=status.message_id
-    )
+    await asyncio.to_thread(svc.broadcasts.move_status_to, push_uuid, chat_id, status.message_id)
     watch_job(app, push_uuid, chat_id, status.message_id)
 
 

@@ -26,7 +26,7 @@ logger = logging.getLogger(__name__)
 
 # Every edit costs one request of the bot's 30/s budget; one every few seconds is plenty.
 PROGRESS_EDIT_INTERVAL = 3.0
-ACTIVE_STATES = frozenset({"running", "paused"})
+ACTIVE_STATES = frozenset({JobState.RUNNING, JobState.PAUSED})
 # Paused by an admin (the status message says so), shut down (resumed at the next start),
 # superseded by a retraction (whose own report follows), or run by another process of the
 # bot (which reports it): nothing to announce.
@@ -55,7 +55,7 @@ async def _keep_status_fresh(
     last_shown: tuple[str, str] | None = None
     try:
         while True:
-            progress = svc.broadcaster.progress(push_uuid)
+            progress = svc.broadcasts.progress(push_uuid)
             if progress is None or progress.state not in ACTIVE_STATES:
                 return
             text = render.render_progress(progress)
@@ -91,7 +91,7 @@ async def _edit_status(
 
 async def post_report(app: Application[Any, Any, Any, Any, Any, Any], report: JobReport) -> None:
     svc: Services = app.bot_data[SERVICES_KEY]
-    push = await svc.store.get_push(report.uuid)
+    push = await asyncio.to_thread(svc.broadcasts.get, report.uuid)
     if push is None or push.report_chat_id is None:
         return
     if report.state in SILENT_STATES:
@@ -104,7 +104,7 @@ async def post_report(app: Application[Any, Any, Any, Any, Any, Any], report: Jo
                 "It is kept as it is; press Resume on its status message to try again.",
             )
         return
-    retract = report.kind == "retract"
+    retract = report.kind is JobKind.RETRACT
     text = render.render_retract_report(report) if retract else render.render_push_report(report)
     if push.status_message_id is not None:
         await _edit_status(
@@ -117,11 +117,11 @@ async def post_report(app: Application[Any, Any, Any, Any, Any, Any], report: Jo
         allow_sending_without_reply=True,
     )
     if not retract:
-        await svc.store.set_push_message_ids(report.uuid, report_message_id=sent.message_id)
+        await asyncio.to_thread(svc.broadcasts.report_posted, report.uuid, sent.message_id)
 
 
 def _final_status_line(report: JobReport) -> str:
-    verb = "Retraction" if report.kind == "retract" else "Broadcast"
+    verb = "Retraction" if report.kind is JobKind.RETRACT else "Broadcast"
     return f"{verb} {report.state}: see the report below."
 
 
@@ -135,9 +135,9 @@ async def on_job_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> N
     _, action, raw_uuid = query.data.split(":", 2)
     push_uuid = UUID(raw_uuid)
     steer = {
-        "pause": svc.broadcaster.pause,
-        "resume": svc.broadcaster.resume,
-        "cancel": svc.broadcaster.cancel,
+        "pause": svc.broadcasts.pause,
+        "resume": svc.broadcasts.resume,
+        "cancel": svc.broadcasts.cancel,
     }[action]
     try:
         changed = await asyncio.to_thread(steer, push_uuid)

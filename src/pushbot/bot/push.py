@@ -27,7 +27,6 @@ from pushbot.bot import render
 from pushbot.bot.jobs import watch_job
 from pushbot.bot.services import services
 from pushbot.broadcast.engine import BroadcastBusy
-from pushbot.db.models import PushStatus
 from pushbot.db.queries import PushDraft
 
 logger = logging.getLogger(__name__)
@@ -59,7 +58,7 @@ async def start_push(update: Update, context: ContextTypes.DEFAULT_TYPE) -> int:
     assert message is not None
     svc = services(context)
     # busy() also sees a broadcast another process of the bot is sending (the lease).
-    active = await asyncio.to_thread(svc.broadcaster.busy)
+    active = await asyncio.to_thread(svc.broadcasts.busy)
     if active is not None:
         await message.reply_text(
             "A broadcast is already running; one at a time.\n\n" + render.render_progress(active)
@@ -94,7 +93,7 @@ async def _ask_confirmation(
     text: str | None,
     content_type: str,
 ) -> int:
-    audience = await services(context).store.audience_size()
+    audience = await asyncio.to_thread(services(context).broadcasts.audience_size)
     keyboard = InlineKeyboardMarkup(
         [
             [
@@ -124,29 +123,23 @@ async def confirm_send(update: Update, context: ContextTypes.DEFAULT_TYPE) -> in
         return ConversationHandler.END
     await query.answer()
     chat_id = query.message.chat.id
-    svc = services(context)
-    push = await svc.store.create_push(
-        PushDraft(
-            text=draft.text,
-            content_type=draft.content_type,
-            source_chat_id=chat_id,
-            source_message_id=draft.preview_message_id,
-            admin_id=query.from_user.id,
-            preview_message_id=draft.preview_message_id,
-        )
-    )
-    await svc.store.set_push_message_ids(
-        push.uuid, report_chat_id=chat_id, status_message_id=draft.confirm_message_id
+    push_draft = PushDraft(
+        text=draft.text,
+        content_type=draft.content_type,
+        source_chat_id=chat_id,
+        source_message_id=draft.preview_message_id,
+        admin_id=query.from_user.id,
+        preview_message_id=draft.preview_message_id,
+        status_message_id=draft.confirm_message_id,
     )
     try:
-        await asyncio.to_thread(svc.broadcaster.launch_push, push.uuid)
+        job = await asyncio.to_thread(services(context).broadcasts.push, push_draft)
     except BroadcastBusy:
-        await svc.store.change_push_status(push.uuid, PushStatus.CANCELLED)
         await query.edit_message_text("Another broadcast started meanwhile; one at a time.")
         return ConversationHandler.END
-    logger.info("broadcast %s launched by admin %s", push.uuid, query.from_user.id)
+    logger.info("broadcast %s launched by admin %s", job.uuid, query.from_user.id)
     # The watcher's first edit turns this message into the live status at once.
-    watch_job(context.application, push.uuid, chat_id, draft.confirm_message_id)
+    watch_job(context.application, job.uuid, chat_id, draft.confirm_message_id)
     return ConversationHandler.END
 
 
@@ -186,26 +179,13 @@ def _text_after_command(message: Message) -> tuple[str, list[MessageEntity]] | N
     )
     if command is None:
         return None
-    rest = text[command.length :]
-    body = rest.lstrip()
+    # The command (ASCII) and the blanks after it: Python and UTF-16 offsets agree here.
+    body = text[command.length :].lstrip()
     if not body.strip():
         return None
-    # The command prefix is ASCII, so Python and UTF-16 offsets agree here.
-    shift = command.length + (len(rest) - len(body))
-    entities = [
-        MessageEntity(
-            type=e.type,
-            offset=e.offset - shift,
-            length=e.length,
-            url=e.url,
-            user=e.user,
-            language=e.language,
-            custom_emoji_id=e.custom_emoji_id,
-        )
-        for e in message.entities
-        if e is not command and e.offset >= shift
-    ]
-    return body, entities
+    shift = len(text) - len(body)
+    kept = [e for e in message.entities if e is not command and e.offset >= shift]
+    return body, list(MessageEntity.shift_entities(-shift, kept))
 
 
 def push_conversation(admin_filter: filters.BaseFilter) -> ConversationHandler[Any]:

@@ -11,7 +11,7 @@ from uuid import UUID
 
 from telegram import InlineKeyboardButton, InlineKeyboardMarkup
 
-from pushbot.broadcast.progress import JobReport, Progress
+from pushbot.broadcast.progress import JobKind, JobReport, JobState, Progress
 from pushbot.db.queries import PushCounts, PushSummary
 
 BAR_WIDTH = 20
@@ -47,9 +47,9 @@ def by_reason(counts: dict[str, int]) -> str:
 
 
 def render_progress(progress: Progress) -> str:
-    retracting = progress.kind == "retract"
+    retracting = progress.kind is JobKind.RETRACT
     title = "🗑 Retracting broadcast" if retracting else "📣 Broadcasting"
-    if progress.state == "paused":
+    if progress.state is JobState.PAUSED:
         title += " — paused"
     done_label = "Removed" if retracting else "Delivered"
     fraction = progress.done / progress.total if progress.total else 1.0
@@ -58,7 +58,7 @@ def render_progress(progress: Progress) -> str:
         progress_bar(fraction),
         f"{done_label} {progress.sent} · Failed {progress.failed} · Left {progress.left}",
     ]
-    if progress.state == "paused":
+    if progress.state is JobState.PAUSED:
         # No pace while paused: the text stays the same, so the message is not edited again.
         lines.append("Press Resume to carry on.")
     elif progress.unreachable_since is not None:
@@ -72,12 +72,14 @@ def render_progress(progress: Progress) -> str:
     return "\n".join(lines)
 
 
-def job_keyboard(push_uuid: UUID, state: str, kind: str = "push") -> InlineKeyboardMarkup | None:
-    if kind == "retract":
+def job_keyboard(
+    push_uuid: UUID, state: JobState, kind: JobKind = JobKind.PUSH
+) -> InlineKeyboardMarkup | None:
+    if kind is JobKind.RETRACT:
         return None  # a retraction runs to the end: stopping it half-way helps nobody
-    if state == "running":
+    if state is JobState.RUNNING:
         toggle = InlineKeyboardButton("⏸ Pause", callback_data=f"job:pause:{push_uuid}")
-    elif state == "paused":
+    elif state is JobState.PAUSED:
         toggle = InlineKeyboardButton("▶️ Resume", callback_data=f"job:resume:{push_uuid}")
     else:
         return None
@@ -86,9 +88,10 @@ def job_keyboard(push_uuid: UUID, state: str, kind: str = "push") -> InlineKeybo
 
 
 def render_push_report(report: JobReport) -> str:
-    outcome = {"done": "✅ Broadcast finished", "cancelled": "✖️ Broadcast cancelled"}.get(
-        report.state, f"Broadcast {report.state}"
-    )
+    outcome = {
+        JobState.DONE: "✅ Broadcast finished",
+        JobState.CANCELLED: "✖️ Broadcast cancelled",
+    }.get(report.state, f"Broadcast {report.state}")
     failed = sum(report.failed_by_reason.values())
     lines = [
         outcome,
@@ -105,7 +108,9 @@ def render_push_report(report: JobReport) -> str:
 def render_retract_report(report: JobReport) -> str:
     failed = sum(report.failed_by_reason.values())
     lines = [
-        "🗑 Broadcast retracted" if report.state == "retracted" else f"Retraction {report.state}",
+        "🗑 Broadcast retracted"
+        if report.state is JobState.RETRACTED
+        else f"Retraction {report.state}",
         f"Removed: {report.sent}",
         f"Could not remove: {failed}"
         + (f" ({by_reason(report.failed_by_reason)})" if failed else ""),

@@ -1,4 +1,5 @@
-"""What handlers reach through `context.bot_data`: settings, the store and the broadcaster."""
+"""What handlers reach through `context.bot_data`: settings, the audience store and the
+broadcast service."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from uuid import UUID
 from telegram.ext import CallbackContext
 
 from pushbot.bot.store import Store
-from pushbot.broadcast.engine import Broadcaster
+from pushbot.broadcast.service import BroadcastService
 from pushbot.config import Settings
 
 SERVICES_KEY = "pushbot.services"
@@ -19,7 +20,7 @@ SERVICES_KEY = "pushbot.services"
 class Services:
     settings: Settings
     store: Store
-    broadcaster: Broadcaster
+    broadcasts: BroadcastService
     # Broadcasts whose status message is being kept up to date by a watcher task.
     watched: set[UUID] = field(default_factory=set)
 

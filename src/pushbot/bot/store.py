@@ -1,4 +1,5 @@
-"""The bot layer's only door to the database: async wrappers over `pushbot.db.queries`.
+"""The bot layer's door to the audience: async wrappers over `pushbot.db.queries`.
+(Broadcasts are the broadcast service's: pushbot.broadcast.service.)
 
 psycopg2 and SQLite are synchronous, so every call runs in a worker thread and the
 Application's event loop never waits on the database.
@@ -10,20 +11,11 @@ import asyncio
 import time
 from collections.abc import Callable
 from typing import TypeVar
-from uuid import UUID
 
 from sqlalchemy.orm import Session, sessionmaker
 
 from pushbot.db import queries
-from pushbot.db.models import PushStatus
-from pushbot.db.queries import (
-    AudienceCounts,
-    ChatInfo,
-    PushCounts,
-    PushDraft,
-    PushHistoryRow,
-    PushSummary,
-)
+from pushbot.db.queries import ChatInfo
 
 T = TypeVar("T")
 
@@ -78,48 +70,3 @@ class Store:
     async def restore(self, chat: ChatInfo) -> None:
         self._recently_seen[chat.id] = time.monotonic()
         await self._run(lambda s: queries.restore_chat(s, chat))
-
-    async def audience_counts(self) -> AudienceCounts:
-        return await self._run(queries.audience_counts)
-
-    async def audience_size(self) -> int:
-        return await self._run(queries.audience_size)
-
-    # broadcasts
-    async def create_push(self, draft: PushDraft) -> PushSummary:
-        return await self._run(lambda s: queries.create_push(s, draft))
-
-    async def get_push(self, push_uuid: UUID) -> PushSummary | None:
-        return await self._run(lambda s: queries.get_push(s, push_uuid))
-
-    async def find_push_by_message(self, chat_id: int, message_id: int) -> PushSummary | None:
-        return await self._run(lambda s: queries.find_push_by_message(s, chat_id, message_id))
-
-    async def push_counts(self, push_uuid: UUID) -> PushCounts:
-        return await self._run(lambda s: queries.push_counts(s, push_uuid))
-
-    async def recent_pushes(self, limit: int = 10) -> list[PushHistoryRow]:
-        return await self._run(lambda s: queries.recent_pushes(s, limit))
-
-    async def change_push_status(self, push_uuid: UUID, status: PushStatus) -> bool:
-        return await self._run(lambda s: queries.change_push_status(s, push_uuid, status))
-
-    async def set_push_message_ids(
-        self,
-        push_uuid: UUID,
-        *,
-        report_chat_id: int | None = None,
-        report_message_id: int | None = None,
-        status_message_id: int | None = None,
-        preview_message_id: int | None = None,
-    ) -> None:
-        await self._run(
-            lambda s: queries.set_push_message_ids(
-                s,
-                push_uuid,
-                report_chat_id=report_chat_id,
-                report_message_id=report_message_id,
-                status_message_id=status_message_id,
-                preview_message_id=preview_message_id,
-            )
-        )

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
 
@@ -27,19 +26,21 @@ from pushbot.bot import render
 from pushbot.bot.jobs import watch_job
 from pushbot.bot.services import Services, services
 from pushbot.broadcast.engine import BroadcastBusy
-from pushbot.db.queries import PushSummary
+from pushbot.broadcast.service import CannotRetract, UndoCheck, UndoVerdict, UnknownBroadcast
 
 logger = logging.getLogger(__name__)
 
 CHOOSE, CONFIRM = range(2)
 CONVERSATION_TIMEOUT_SECONDS = 600
-DELETE_WINDOW = timedelta(hours=48)
 RECENT_LIMIT = 8
 
-
-def is_too_old(push: PushSummary, now: datetime | None = None) -> bool:
-    created = push.created_at if push.created_at.tzinfo else push.created_at.replace(tzinfo=UTC)
-    return (now or datetime.now(UTC)) - created > DELETE_WINDOW
+# Why a push cannot be retracted, below its summary.
+REFUSALS = {
+    UndoVerdict.ALREADY_RETRACTED: "It is already retracted.",
+    UndoVerdict.TOO_OLD: "It is older than 48 hours: Telegram no longer "
+    "lets bots delete it, so it cannot be retracted.",
+    UndoVerdict.NOTHING_DELIVERED: "No copy was delivered: nothing to retract.",
+}
 
 
 async def start_undo(update: Update, context: ContextTypes.DEFAULT_TYPE) -> int:
@@ -48,37 +49,38 @@ async def start_undo(update: Update, context: ContextTypes.DEFAULT_TYPE) -> int:
     svc = services(context)
     replied = message.reply_to_message
     if replied is not None:
-        push = await svc.store.find_push_by_message(message.chat_id, replied.message_id)
+        push = await asyncio.to_thread(
+            svc.broadcasts.find_by_message, message.chat_id, replied.message_id
+        )
         if push is None:
             await message.reply_text(
                 "That message is not a broadcast: nothing to undo. "
                 "Reply /undo to a broadcast's report."
             )
             return ConversationHandler.END
-        return await _describe(message, svc, push)
+        return await _describe(message, svc, push.uuid)
     if context.args:
-        push = await _push_by_uuid_text(svc, context.args[0])
-        if push is None:
+        check = await _check_by_uuid_text(svc, context.args[0])
+        if check is None:
             await message.reply_text(f"No broadcast with id {context.args[0]!r}: nothing to undo.")
             return ConversationHandler.END
-        return await _describe(message, svc, push)
+        return await _show(message, check)
     return await _offer_recent(message, svc)
 
 
-async def _push_by_uuid_text(svc: Services, raw: str) -> PushSummary | None:
+async def _check_by_uuid_text(svc: Services, raw: str) -> UndoCheck | None:
     try:
         push_uuid = UUID(raw)
     except ValueError:
         return None
-    return await svc.store.get_push(push_uuid)
+    try:
+        return await asyncio.to_thread(svc.broadcasts.check_undo, push_uuid)
+    except UnknownBroadcast:
+        return None
 
 
 async def _offer_recent(message: Message, svc: Services) -> int:
-    rows = [
-        row
-        for row in await svc.store.recent_pushes(RECENT_LIMIT)
-        if not row.push.deleted and row.counts.sent > 0
-    ]
+    rows = await asyncio.to_thread(svc.broadcasts.retractable, RECENT_LIMIT)
     if not rows:
         await message.reply_text("There is no broadcast to undo.")
         return ConversationHandler.END
@@ -103,36 +105,31 @@ async def pick(update: Update, context: ContextTypes.DEFAULT_TYPE) -> int:
     query = update.callback_query
     assert query is not None and query.data is not None and isinstance(query.message, Message)
     await query.answer()
-    push = await _push_by_uuid_text(services(context), query.data.removeprefix("undo:pick:"))
-    if push is None:
+    check = await _check_by_uuid_text(services(context), query.data.removeprefix("undo:pick:"))
+    if check is None:
         await query.edit_message_text("That broadcast no longer exists.")
         return ConversationHandler.END
-    return await _describe(query.message, services(context), push, edit=True)
+    return await _show(query.message, check, edit=True)
 
 
-async def _describe(message: Message, svc: Services, push: PushSummary, edit: bool = False) -> int:
-    counts = await svc.store.push_counts(push.uuid)
-    summary = render.render_push_summary(push, counts)
-    if push.deleted or push.status in ("retracting", "retracted"):
-        return await _say(message, summary + "\n\nIt is already retracted.", edit)
-    if is_too_old(push):
-        return await _say(
-            message,
-            summary + "\n\nIt is older than 48 hours: Telegram no longer "
-            "lets bots delete it, so it cannot be retracted.",
-            edit,
-        )
-    if counts.sent - counts.retracted == 0 and push.status not in ("running", "paused"):
-        return await _say(message, summary + "\n\nNo copy was delivered: nothing to retract.", edit)
-    running = (
-        " It is still running: I will stop it first."
-        if push.status in ("running", "paused")
-        else ""
-    )
+async def _describe(message: Message, svc: Services, push_uuid: UUID) -> int:
+    try:
+        check = await asyncio.to_thread(svc.broadcasts.check_undo, push_uuid)
+    except UnknownBroadcast:
+        return await _say(message, "That broadcast no longer exists.", edit=False)
+    return await _show(message, check)
+
+
+async def _show(message: Message, check: UndoCheck, edit: bool = False) -> int:
+    summary = render.render_push_summary(check.push, check.counts)
+    refusal = REFUSALS.get(check.verdict)
+    if refusal is not None:
+        return await _say(message, f"{summary}\n\n{refusal}", edit)
+    running = " It is still running: I will stop it first." if check.stops_sending_first else ""
     keyboard = InlineKeyboardMarkup(
         [
             [
-                InlineKeyboardButton("🗑 Retract", callback_data=f"undo:retract:{push.uuid}"),
+                InlineKeyboardButton("🗑 Retract", callback_data=f"undo:retract:{check.push.uuid}"),
                 InlineKeyboardButton("✖️ Keep", callback_data="undo:keep"),
             ]
         ]
@@ -159,23 +156,22 @@ async def retract(update: Update, context: ContextTypes.DEFAULT_TYPE) -> int:
     svc = services(context)
     push_uuid = UUID(query.data.removeprefix("undo:retract:"))
     await query.answer()
-    push = await svc.store.get_push(push_uuid)
-    if push is None or push.deleted or push.status in ("retracting", "retracted"):
-        await query.edit_message_text("It is already retracted.")
-        return ConversationHandler.END
+    chat_id = query.message.chat.id
+    # This message becomes the retraction's live status; the report goes to the report chat.
+    status_message = (chat_id, query.message.message_id)
     try:
-        await asyncio.to_thread(svc.broadcaster.launch_retract, push_uuid)
+        await asyncio.to_thread(svc.broadcasts.undo, push_uuid, status_message)
+    except CannotRetract as refused:
+        # Pressed twice, or the push changed since the question (another admin's /undo).
+        await query.edit_message_text(REFUSALS[refused.check.verdict])
+        return ConversationHandler.END
+    except UnknownBroadcast:
+        await query.edit_message_text("That broadcast no longer exists.")
+        return ConversationHandler.END
     except BroadcastBusy:
         await query.edit_message_text("Another job is running; try again when it ends.")
         return ConversationHandler.END
     logger.info("retraction of %s launched by admin %s", push_uuid, query.from_user.id)
-    chat_id = query.message.chat.id
-    # The report chat's status message becomes the retraction's live status.
-    await svc.store.set_push_message_ids(
-        push_uuid,
-        report_chat_id=push.report_chat_id or chat_id,
-        status_message_id=query.message.message_id,
-    )
     # The watcher's first edit turns this message into the live status at once.
     watch_job(context.application, push_uuid, chat_id, query.message.message_id)
     return ConversationHandler.END

@@ -72,9 +72,7 @@ PUSH_TRANSITIONS: dict[PushStatus, frozenset[PushStatus]] = {
     PushStatus.RUNNING: frozenset(
         {PushStatus.PAUSED, PushStatus.CANCELLED, PushStatus.DONE, PushStatus.RETRACTING}
     ),
-    PushStatus.PAUSED: frozenset(
-        {PushStatus.RUNNING, PushStatus.CANCELLED, PushStatus.RETRACTING}
-    ),
+    PushStatus.PAUSED: frozenset({PushStatus.RUNNING, PushStatus.CANCELLED, PushStatus.RETRACTING}),
     PushStatus.CANCELLED: frozenset({PushStatus.RETRACTING}),
     PushStatus.DONE: frozenset({PushStatus.RETRACTING}),
     PushStatus.RETRACTING: frozenset({PushStatus.RETRACTED}),

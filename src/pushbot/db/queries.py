@@ -30,6 +30,7 @@ from sqlalchemy import (
     and_,
     bindparam,
     case,
+    delete,
     exists,
     func,
     literal,
@@ -111,6 +112,8 @@ class PushDraft:
     source_message_id: int
     admin_id: int
     preview_message_id: int | None = None
+    # The admin's message that becomes the live status (the confirmation), if any.
+    status_message_id: int | None = None
 
 
 @dataclass(frozen=True)
@@ -338,11 +341,21 @@ def create_push(session: Session, draft: PushDraft, now: datetime | None = None)
         deleted_at=None,
         report_chat_id=draft.source_chat_id,
         report_message_id=None,
-        status_message_id=None,
+        status_message_id=draft.status_message_id,
         preview_message_id=draft.preview_message_id,
     )
     session.execute(PUSHES.insert().values(asdict(push)))
     return push
+
+
+def discard_unlaunched_push(session: Session, push_uuid: UUID) -> bool:
+    """Delete a push no job ever started (it has no recipients yet): the other half of
+    creating and launching a push as one step, when the launch is refused."""
+    has_recipients = (
+        select(NOTIFICATIONS.c.chat_id).where(NOTIFICATIONS.c.message_uuid == push_uuid).exists()
+    )
+    result = session.execute(delete(PUSHES).where(PUSHES.c.uuid == push_uuid, ~has_recipients))
+    return _rowcount(result) == 1
 
 
 def enqueue_recipients(session: Session, push_uuid: UUID, now: datetime | None = None) -> int:

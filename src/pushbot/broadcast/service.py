@@ -1,0 +1,206 @@
+"""The broadcast service: the one owner of a push's life.
+
+Handlers, the CLI and the demo ask it, and only it, to create, launch, steer, retract and
+look up broadcasts; the engine (pushbot.broadcast.engine) only executes the jobs it is
+given. What a push may become is the transitions table beside `PushStatus`
+(pushbot.db.models.PUSH_TRANSITIONS), enforced by the one query that changes a status.
+
+Its methods do database work and may wait on the engine's locks: call them from a thread
+(the bot's handlers use `asyncio.to_thread`), never on an event loop.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+from uuid import UUID
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from pushbot.broadcast.engine import BroadcastBusy, Broadcaster, JobHandle
+from pushbot.broadcast.progress import Progress
+from pushbot.db import queries
+from pushbot.db.queries import AudienceCounts, PushCounts, PushDraft, PushHistoryRow, PushSummary
+
+# Telegram lets bots delete their messages only within 48 hours.
+DELETE_WINDOW = timedelta(hours=48)
+
+
+class UndoVerdict(StrEnum):
+    """Whether a push can be retracted, and if not, why."""
+
+    RETRACT = "retract"  # copies are out (or may still go out): retract them
+    ALREADY_RETRACTED = "already_retracted"
+    TOO_OLD = "too_old"  # beyond Telegram's 48 hours
+    NOTHING_DELIVERED = "nothing_delivered"  # finished without a copy left to delete
+
+
+@dataclass(frozen=True)
+class UndoCheck:
+    push: PushSummary
+    counts: PushCounts
+    verdict: UndoVerdict
+
+    @property
+    def stops_sending_first(self) -> bool:
+        """The push is still being sent (or paused): its sending stops before retracting."""
+        return self.verdict is UndoVerdict.RETRACT and self.push.status.sending
+
+
+class CannotRetract(Exception):
+    def __init__(self, check: UndoCheck) -> None:
+        super().__init__(f"push {check.push.uuid} cannot be retracted: {check.verdict}")
+        self.check = check
+
+
+class UnknownBroadcast(LookupError):
+    def __init__(self, push_uuid: UUID) -> None:
+        super().__init__(f"no broadcast {push_uuid}")
+        self.push_uuid = push_uuid
+
+
+def is_too_old(push: PushSummary, now: datetime | None = None) -> bool:
+    created = push.created_at if push.created_at.tzinfo else push.created_at.replace(tzinfo=UTC)
+    return (now or datetime.now(UTC)) - created > DELETE_WINDOW
+
+
+def undo_verdict(push: PushSummary, counts: PushCounts, now: datetime | None = None) -> UndoVerdict:
+    if push.deleted or push.status.retracted_or_retracting:
+        return UndoVerdict.ALREADY_RETRACTED
+    if is_too_old(push, now):
+        return UndoVerdict.TOO_OLD
+    if counts.sent - counts.retracted == 0 and not push.status.sending:
+        return UndoVerdict.NOTHING_DELIVERED
+    return UndoVerdict.RETRACT
+
+
+class BroadcastService:
+    def __init__(self, session_factory: sessionmaker[Session], broadcaster: Broadcaster) -> None:
+        self._factory = session_factory
+        self._broadcaster = broadcaster
+
+    # --- the engine's life ---------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._broadcaster.start()
+
+    def shutdown(self) -> None:
+        """Running jobs stay `running` in the ledger: the next start carries them on."""
+        self._broadcaster.shutdown()
+
+    # --- a push's life -------------------------------------------------------------------------
+
+    def push(self, draft: PushDraft) -> JobHandle:
+        """Create a broadcast and launch it, as one step: when another job is active (here
+        or in another process of the bot) it raises BroadcastBusy and no broadcast exists.
+
+        The reports go to the draft's source chat (where the admin saw the preview); its
+        `status_message_id`, when given, becomes the live status."""
+        busy = self._broadcaster.busy()
+        if busy is not None:
+            raise BroadcastBusy(busy)
+        with self._factory.begin() as session:
+            push = queries.create_push(session, draft)
+        try:
+            return self._broadcaster.launch_push(push.uuid)
+        except BroadcastBusy:
+            # Another process's job started between the check and the launch: this push
+            # never ran, so it leaves no trace rather than a 'cancelled' row.
+            with self._factory.begin() as session:
+                queries.discard_unlaunched_push(session, push.uuid)
+            raise
+
+    def check_undo(self, push_uuid: UUID) -> UndoCheck:
+        """What /undo would do with this push. UnknownBroadcast if there is no such push."""
+        with self._factory.begin() as session:
+            push = queries.get_push(session, push_uuid)
+            if push is None:
+                raise UnknownBroadcast(push_uuid)
+            counts = queries.push_counts(session, push_uuid)
+        return UndoCheck(push, counts, undo_verdict(push, counts))
+
+    def undo(self, push_uuid: UUID, status_message: tuple[int, int] | None = None) -> JobHandle:
+        """Retract every copy of a push (stopping its sending first if it is still being
+        sent). CannotRetract when `check_undo` says no; BroadcastBusy when another job is
+        active. `status_message` (chat id, message id) becomes the live status; the report
+        goes to the push's report chat."""
+        check = self.check_undo(push_uuid)
+        if check.verdict is not UndoVerdict.RETRACT:
+            raise CannotRetract(check)
+        handle = self._broadcaster.launch_retract(push_uuid)
+        if status_message is not None:
+            chat_id, message_id = status_message
+            self.show_status_in(push_uuid, chat_id, message_id)
+        return handle
+
+    def pause(self, push_uuid: UUID) -> bool:
+        return self._broadcaster.pause(push_uuid)
+
+    def resume(self, push_uuid: UUID) -> bool:
+        return self._broadcaster.resume(push_uuid)
+
+    def cancel(self, push_uuid: UUID) -> bool:
+        return self._broadcaster.cancel(push_uuid)
+
+    def resume_unfinished(self) -> list[UUID]:
+        """At start-up: carry on what a crash or restart interrupted."""
+        return self._broadcaster.resume_unfinished()
+
+    # --- where reports go ----------------------------------------------------------------------
+
+    def show_status_in(self, push_uuid: UUID, chat_id: int, message_id: int) -> None:
+        """The live status of the push's job is this message; the report chat keeps the
+        first one recorded (where the push was made), so /undo's report lands there too."""
+        with self._factory.begin() as session:
+            push = queries.get_push(session, push_uuid)
+            report_chat = chat_id if push is None or push.report_chat_id is None else None
+            queries.set_push_message_ids(
+                session, push_uuid, report_chat_id=report_chat, status_message_id=message_id
+            )
+
+    def move_status_to(self, push_uuid: UUID, chat_id: int, message_id: int) -> None:
+        """After a restart the bot posts a fresh status message; reports follow it."""
+        with self._factory.begin() as session:
+            queries.set_push_message_ids(
+                session, push_uuid, report_chat_id=chat_id, status_message_id=message_id
+            )
+
+    def report_posted(self, push_uuid: UUID, message_id: int) -> None:
+        """The push's report message: replying /undo to it names this push."""
+        with self._factory.begin() as session:
+            queries.set_push_message_ids(session, push_uuid, report_message_id=message_id)
+
+    # --- looking up ----------------------------------------------------------------------------
+
+    def busy(self) -> Progress | None:
+        """The job that keeps a new one from starting (here or in another process)."""
+        return self._broadcaster.busy()
+
+    def progress(self, push_uuid: UUID) -> Progress | None:
+        return self._broadcaster.progress(push_uuid)
+
+    def get(self, push_uuid: UUID) -> PushSummary | None:
+        with self._factory.begin() as session:
+            return queries.get_push(session, push_uuid)
+
+    def find_by_message(self, chat_id: int, message_id: int) -> PushSummary | None:
+        with self._factory.begin() as session:
+            return queries.find_push_by_message(session, chat_id, message_id)
+
+    def recent(self, limit: int = 10) -> list[PushHistoryRow]:
+        with self._factory.begin() as session:
+            return queries.recent_pushes(session, limit)
+
+    def retractable(self, limit: int) -> list[PushHistoryRow]:
+        """Recent pushes that delivered copies, for /undo's picker (picking one too old to
+        retract is answered with the reason)."""
+        return [row for row in self.recent(limit) if not row.push.deleted and row.counts.sent > 0]
+
+    def audience(self) -> AudienceCounts:
+        with self._factory.begin() as session:
+            return queries.audience_counts(session)
+
+    def audience_size(self) -> int:
+        with self._factory.begin() as session:
+            return queries.audience_size(session)
