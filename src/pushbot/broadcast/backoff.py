@@ -1,8 +1,7 @@
-"""The one back-off of the broadcast code: how long to wait before the n-th retry.
+"""The back-off of the engine's retry loops: how long to wait before the n-th retry.
 
-Shared by every retry loop of the engine and the ledger: a recipient's transient failures
-(pushbot.broadcast.delivery), the ledger writer's failed commits and its failed page reads
-(pushbot.broadcast.ledger).
+Shared by a recipient's retries after transient failures (pushbot.broadcast.delivery) and
+by the ledger writer's failed commits and failed page reads (pushbot.broadcast.ledger).
 
 Why not tenacity (a dependency already; pushbot.startup uses it): its loop owns the attempt
 count, the waiting and the giving up, and none of these loops can hand those over.
