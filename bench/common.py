@@ -623,7 +623,10 @@ ACTIVITIES: tuple[tuple[str, tuple[str, ...]], ...] = (
         ("_run_loop_forever", "BaseRequest.post"),
     ),
     ("engine loop: asyncio itself, hand-offs", ("_run_loop_forever",)),
-    ("engine workers: pacing, hand-off to the loop, outcomes", ("Broadcaster._",)),
+    (
+        "engine workers: pacing, hand-off to the loop, outcomes",
+        ("pushbot/broadcast/delivery.py|pushbot/broadcast/runner.py",),
+    ),
     ("engine ledger writer (SQLAlchemy, psycopg2)", ("OutcomeWriter._run",)),
     ("engine ledger reads (keyset pages)", ("_keyset_pages",)),
     ("bare ptb loop: HTTP requests (ptb → httpx/httpcore)", ("_bare", "BaseRequest.post")),
@@ -656,8 +659,8 @@ HIGHLIGHTS = (
     ),
     ("Pacer.acquire (engine workers' pacing)", "Pacer.acquire (pushbot/broadcast/pacing.py)"),
     (
-        "Broadcaster._call (hand-off to the engine's loop)",
-        "Broadcaster._call (pushbot/broadcast/engine.py)",
+        "Transport.call (hand-off to the engine's loop)",
+        "Transport.call (pushbot/broadcast/transport.py)",
     ),
     (
         "OutcomeWriter._commit (ledger writes)",

@@ -12,7 +12,7 @@ from uuid import UUID
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
-from pushbot.broadcast.engine import Broadcaster, EngineOptions, JobEvent
+from pushbot.broadcast.engine import Broadcaster, EngineOptions
 from pushbot.broadcast.gateway import TelegramGateway
 from pushbot.broadcast.pacing import Pacer
 from pushbot.broadcast.progress import JobReport
@@ -57,7 +57,6 @@ class Scene:
         rate: float = UNPACED,
         options: EngineOptions = FAST,
         on_finished: Callable[[JobReport], None] | None = None,
-        on_event: Callable[[JobEvent], None] | None = None,
         paid: bool = False,
         token: str | None = None,
         gateway: TelegramGateway | None = None,
@@ -67,7 +66,6 @@ class Scene:
             self.factory,
             gateway=gateway if gateway is not None else TelegramGateway(Pacer(rate)),
             on_finished=on_finished,
-            on_event=on_event,
             options=options,
         )
         self.broadcasters.append(broadcaster)
@@ -91,6 +89,17 @@ class Scene:
 
     def wait_until_sent(self, count: int, timeout: float = 30.0) -> None:
         self.tg.wait_for(lambda: self.sent_so_far() >= count, timeout=timeout)
+
+
+def budget_floods(caplog: pytest.LogCaptureFixture) -> int:
+    """How many times the gateway closed a whole budget's gate for a flood (it logs each
+    flood once, when the gate closes; a flood in one chat is logged differently)."""
+    return sum(
+        1
+        for record in caplog.records
+        if record.name == "pushbot.broadcast.gateway"
+        and record.getMessage().startswith("flood control for the ")
+    )
 
 
 def post_as_admin(tg: StandIn, admin: int, text: str) -> int:

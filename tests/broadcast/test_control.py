@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from typing import Any
+from uuid import UUID
 
 import pytest
 
-from pushbot.broadcast.engine import EngineOptions
-from pushbot.broadcast.progress import JobState
+from pushbot.broadcast.engine import Broadcaster, EngineOptions, JobHandle
+from pushbot.broadcast.progress import JobReport, JobState
 from pushbot.db import queries
 from pushbot.db.models import PushStatus
 from tests.broadcast import helpers
@@ -19,17 +19,27 @@ from tests.broadcast.conftest import Scene
 SLOW = 150.0  # msgs/s: slow enough to act mid-broadcast, fast enough for a test
 
 
-def sent_settles(scene: Scene, quiet: float = 0.4, timeout: float = 10.0) -> int:
-    """Wait until no copy has been sent for `quiet` seconds; the number sent."""
-    deadline = time.monotonic() + timeout
-    last = scene.sent_so_far()
-    while time.monotonic() < deadline:
-        time.sleep(quiet)
-        now = scene.sent_so_far()
-        if now == last:
-            return now
-        last = now
-    raise AssertionError("copies kept being sent")
+def sent_by_the_stopped_job(scene: Scene, handle: JobHandle) -> tuple[JobReport, int]:
+    """Wait for the job's report: its in-flight sends have ended by then, so every copy
+    that went out is in the ledger. The report, and how many copies went out."""
+    report = handle.wait(timeout=10)
+    sent = scene.sent_so_far()
+    assert helpers.counts(scene.factory, handle.uuid).sent == sent
+    return report, sent
+
+
+def shut_down_and_check_nothing_more_was_sent(
+    scene: Scene, broadcaster: Broadcaster, sent: int
+) -> None:
+    """Once shutdown() has returned, the broadcaster's threads are gone: anything it would
+    still have sent after the report has reached the stand-in by now."""
+    broadcaster.shutdown()
+    assert scene.sent_so_far() == sent
+
+
+def uncommitted(scene: Scene, push_uuid: UUID) -> int:
+    """Copies that reached Telegram but are not recorded as sent in the ledger."""
+    return scene.sent_so_far() - helpers.counts(scene.factory, push_uuid).sent
 
 
 def test_pause_is_persisted_and_resume_works_after_a_restart(scene: Scene) -> None:
@@ -41,19 +51,17 @@ def test_pause_is_persisted_and_resume_works_after_a_restart(scene: Scene) -> No
 
     assert broadcaster.pause(push_uuid)
     assert not broadcaster.pause(push_uuid)  # already paused
-    report = handle.wait(timeout=10)
+    report, sent = sent_by_the_stopped_job(scene, handle)
     assert report.state is JobState.PAUSED
-    sent = sent_settles(scene)
     assert 40 <= sent < 200
     assert helpers.status(scene.factory, push_uuid) == PushStatus.PAUSED
     progress = broadcaster.progress(push_uuid)
     assert progress is not None and progress.state is JobState.PAUSED and progress.sent == sent
 
-    broadcaster.shutdown()
+    shut_down_and_check_nothing_more_was_sent(scene, broadcaster, sent)
     restarted = scene.broadcaster(rate=2000.0)
     assert restarted.resume_unfinished() == []  # paused stays paused
-    time.sleep(0.3)
-    assert scene.sent_so_far() == sent
+    assert restarted.active() is None  # no job: nothing can be sent
     known = restarted.progress(push_uuid)
     assert known is not None and known.state is JobState.PAUSED
     assert (known.sent, known.left) == (sent, 200 - sent)
@@ -73,20 +81,19 @@ def test_cancel_is_final(scene: Scene) -> None:
     handle = broadcaster.launch_push(push_uuid)
     scene.wait_until_sent(30)
     assert broadcaster.cancel(push_uuid)
-    report = handle.wait(timeout=10)
+    report, sent = sent_by_the_stopped_job(scene, handle)
     assert report.state is JobState.CANCELLED
-    sent = sent_settles(scene)
     assert helpers.status(scene.factory, push_uuid) == PushStatus.CANCELLED
     assert helpers.counts(scene.factory, push_uuid).pending == 200 - sent
     assert not broadcaster.resume(push_uuid)
     assert not broadcaster.pause(push_uuid)
     assert not broadcaster.cancel(push_uuid)
 
-    broadcaster.shutdown()
+    shut_down_and_check_nothing_more_was_sent(scene, broadcaster, sent)
     restarted = scene.broadcaster()
     assert restarted.resume_unfinished() == []
-    time.sleep(0.3)
-    assert scene.sent_so_far() == sent
+    assert restarted.active() is None  # no job: nothing can be sent
+    shut_down_and_check_nothing_more_was_sent(scene, restarted, sent)
 
 
 def test_a_paused_push_can_be_cancelled(scene: Scene) -> None:
@@ -119,9 +126,9 @@ def test_shutdown_leaves_the_push_running_and_the_next_start_finishes_it(scene: 
     push_uuid = scene.push()
     broadcaster.launch_push(push_uuid)
     scene.wait_until_sent(50)
-    broadcaster.shutdown()
+    broadcaster.shutdown()  # returns once the broadcaster's threads are gone
     assert broadcaster.wait(push_uuid, timeout=1).state is JobState.INTERRUPTED
-    sent = sent_settles(scene)
+    sent = scene.sent_so_far()
     assert sent < 200
     assert helpers.status(scene.factory, push_uuid) == PushStatus.RUNNING
     # A graceful stop records every copy it sent: nothing will be sent twice.
@@ -142,10 +149,12 @@ def test_a_crash_duplicates_at_most_one_copy_per_worker(
     workers = 6
     users = scene.users(300)
     database_down = threading.Event()
+    refused = threading.Event()
     record = queries.record_deliveries
 
     def record_unless_down(session: Any, push_uuid: Any, outcomes: Any) -> None:
         if database_down.is_set():
+            refused.set()
             raise RuntimeError("server closed the connection unexpectedly")
         record(session, push_uuid, outcomes)
 
@@ -156,10 +165,14 @@ def test_a_crash_duplicates_at_most_one_copy_per_worker(
     broadcaster.launch_push(push_uuid)
     scene.wait_until_sent(60)
     database_down.set()
-    sent_settles(scene)  # stalled: every slot is held by an uncommitted copy
+    # From the first refused write on nothing more is recorded (one writer thread): the
+    # senders stall once every slot is held by a copy that went out unrecorded.
+    assert refused.wait(timeout=30)
+    scene.tg.wait_for(lambda: uncommitted(scene, push_uuid) >= workers, timeout=30)
     with caplog.at_level(logging.ERROR, logger="pushbot.broadcast.ledger"):
         broadcaster.shutdown()
     assert "giving up on" in caplog.text
+    assert uncommitted(scene, push_uuid) == workers  # and not one more went out
     database_down.clear()
 
     restarted = scene.broadcaster(workers=workers)

@@ -22,7 +22,7 @@ from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
 
-from pushbot.broadcast import engine as engine_module
+from pushbot.broadcast import runner as runner_module
 from pushbot.broadcast.engine import BroadcastBusy, Broadcaster
 from pushbot.broadcast.lease import (
     LEASE_KEY,
@@ -100,9 +100,9 @@ def sqlite_leases(tmp_path: Path) -> Iterator[Callable[[], BroadcastLease]]:
 @pytest.fixture
 def quick_lease_checks(monkeypatch: pytest.MonkeyPatch) -> None:
     """Engine tests need not sit out the production intervals (2 s)."""
-    monkeypatch.setattr(engine_module, "POLL_INTERVAL", 0.1)
-    monkeypatch.setattr(engine_module, "CHECK_INTERVAL", 0.2)
-    monkeypatch.setattr(engine_module, "RECHECK_INTERVAL", 0.05)
+    monkeypatch.setattr(runner_module, "POLL_INTERVAL", 0.1)
+    monkeypatch.setattr(runner_module, "CHECK_INTERVAL", 0.2)
+    monkeypatch.setattr(runner_module, "RECHECK_INTERVAL", 0.05)
 
 
 def is_postgres(db_url: str) -> bool:
@@ -345,7 +345,7 @@ def test_a_job_that_loses_the_lease_to_another_process_stops_and_the_push_stays_
     scene: Scene, db_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Checked once a second: the thief surely gets the lease before the holder takes it back.
-    monkeypatch.setattr(engine_module, "CHECK_INTERVAL", 1.0)
+    monkeypatch.setattr(runner_module, "CHECK_INTERVAL", 1.0)
     users = scene.users(300)
     holder = scene.broadcaster(rate=SLOW)
     push_uuid = scene.push()

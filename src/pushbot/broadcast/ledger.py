@@ -23,6 +23,7 @@ from uuid import UUID
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from pushbot.broadcast.backoff import Backoff
 from pushbot.broadcast.pacing import Pacer
 from pushbot.db import queries
 
@@ -47,6 +48,8 @@ STARVED_BATCH_FRACTION = 2
 STARVED_HOLD = 0.05
 FLUSH_RETRY_FIRST_DELAY = 0.5
 FLUSH_RETRY_MAX_DELAY = 30.0
+# Failed commits and failed page reads wait 0.5 s, 1 s, 2 s … at most 30 s before retrying.
+RETRY_BACKOFF = Backoff(FLUSH_RETRY_FIRST_DELAY, FLUSH_RETRY_MAX_DELAY)
 CLOSE_DEADLINE = 30.0
 READ_ATTEMPTS = 3
 LOST_IDS_SHOWN = 50
@@ -102,7 +105,7 @@ def _read_with_retries(
             if attempt == READ_ATTEMPTS:
                 raise
             logger.warning("ledger read failed (attempt %d), retrying: %s", attempt, exc)
-            time.sleep(FLUSH_RETRY_FIRST_DELAY * attempt)
+            time.sleep(RETRY_BACKOFF.delay(attempt))
     raise AssertionError("unreachable")
 
 
@@ -125,7 +128,6 @@ class OutcomeWriter(Generic[OutcomeT]):
         batch_size: int = FLUSH_BATCH,
         interval: float = FLUSH_INTERVAL,
         close_deadline: float = CLOSE_DEADLINE,
-        on_write_error: Callable[[Exception], None] | None = None,
         describe_outcome: Callable[[OutcomeT], object] = repr,
     ) -> None:
         if slots < 1:
@@ -139,7 +141,6 @@ class OutcomeWriter(Generic[OutcomeT]):
         self._batch_size = batch_size
         self._interval = interval
         self._close_deadline = close_deadline
-        self._on_write_error = on_write_error
         self._describe = describe_outcome
         # One lock, two wake-up lists: the writer is not woken for every slot handed back
         # and the feeder not for every outcome handed in (each needless wake-up costs GIL
@@ -319,18 +320,13 @@ class OutcomeWriter(Generic[OutcomeT]):
             exc,
             exc_info=attempt == 1,
         )
-        if self._on_write_error is not None:
-            try:
-                self._on_write_error(exc)
-            except Exception:
-                logger.exception("%s: write-error callback failed", self._name)
 
     def _must_give_up(self) -> bool:
         with self._lock:
             return self._give_up_at is not None and time.monotonic() >= self._give_up_at
 
     def _sleep_before_retry(self, attempt: int) -> None:
-        delay = min(FLUSH_RETRY_MAX_DELAY, FLUSH_RETRY_FIRST_DELAY * 2 ** (attempt - 1))
+        delay = RETRY_BACKOFF.delay(attempt)
         with self._lock:
             if self._give_up_at is not None:
                 delay = max(0.0, min(delay, self._give_up_at - time.monotonic()))

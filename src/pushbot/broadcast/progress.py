@@ -12,9 +12,13 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
+from typing import TYPE_CHECKING
 from uuid import UUID
 
 from pushbot.broadcast.errors import PURGE_REASONS
+
+if TYPE_CHECKING:
+    from pushbot.db.queries import PushCounts
 
 RATE_WINDOW_SECONDS = 10
 
@@ -43,9 +47,6 @@ class JobState(StrEnum):
     # Another process of the bot ran this job, or changed its push, meanwhile (see
     # pushbot.broadcast.lease): this run sent nothing more and has nothing to report.
     HANDLED_ELSEWHERE = "handled_elsewhere"
-
-
-FINAL_STATES = frozenset(JobState) - {JobState.RUNNING}
 
 
 @dataclass(frozen=True)
@@ -118,6 +119,22 @@ class Baseline:
         """How many of these failures took the chat out of the audience."""
         return sum(n for reason, n in failed_by_reason.items() if reason in PURGE_REASONS)
 
+    @classmethod
+    def of(cls, kind: JobKind, counts: PushCounts) -> Baseline:
+        """A push job counts recipients; a retraction counts the copies that were sent."""
+        if kind is JobKind.RETRACT:
+            return cls(
+                total=counts.sent,
+                sent=counts.retracted,
+                failed_by_reason=counts.retract_failed_by_reason,
+            )
+        return cls(
+            total=counts.total,
+            sent=counts.sent,
+            failed_by_reason=counts.failed_by_reason,
+            purged=cls.purged_among(counts.failed_by_reason),
+        )
+
 
 class RateMeter:
     """Events per second over a sliding window of whole-second buckets: O(1) per event and
@@ -155,7 +172,9 @@ class RateMeter:
 
 
 class JobTally:
-    """Thread-safe counters of one run, updated by the workers as outcomes come in."""
+    """Thread-safe counters of one run, updated by the workers as outcomes come in, and the
+    run's clock. How the job stands (its `JobState`) is the job's (pushbot.broadcast.jobs);
+    it is passed in when a `Progress` or the `JobReport` is made."""
 
     def __init__(
         self,
@@ -167,8 +186,6 @@ class JobTally:
         self.kind = kind
         self._clock = clock
         self._lock = threading.Lock()
-        self._state = JobState.RUNNING
-        self._error: str | None = None
         self._total = 0
         self._sent = 0
         self._failed_by_reason: dict[str, int] = {}
@@ -203,28 +220,26 @@ class JobTally:
             self._done_this_run += 1
             self._meter.add()
 
-    def set_state(self, state: JobState, error: str | None = None) -> None:
+    def stop_clock(self) -> None:
+        """The run is over as far as its time goes (it was asked to stop, or it ended):
+        `elapsed` stays what it is now. Later calls change nothing."""
         with self._lock:
-            self._state = state
-            if error is not None:
-                self._error = error
-            if state in FINAL_STATES and self._ended is None:
+            if self._ended is None:
                 self._ended = self._clock()
 
-    @property
-    def state(self) -> JobState:
-        with self._lock:
-            return self._state
-
     def progress(
-        self, flood_wait: float = 0.0, unreachable_since: datetime | None = None
+        self,
+        state: JobState = JobState.RUNNING,
+        error: str | None = None,
+        flood_wait: float = 0.0,
+        unreachable_since: datetime | None = None,
     ) -> Progress:
+        running = state is JobState.RUNNING
         with self._lock:
             elapsed = self._elapsed()
             done = self._sent + self._failed
             left = max(0, self._total - done)
-            state = self._state
-            rate = self._meter.rate() if state is JobState.RUNNING else 0.0
+            rate = self._meter.rate() if running else 0.0
             return Progress(
                 uuid=self.uuid,
                 kind=self.kind,
@@ -240,18 +255,18 @@ class JobTally:
                 rate=rate,
                 eta_seconds=left / rate if rate > 0 else (0.0 if left == 0 else None),
                 started_at=self.started_at,
-                flood_wait=flood_wait if state is JobState.RUNNING else 0.0,
-                error=self._error,
-                unreachable_since=unreachable_since if state is JobState.RUNNING else None,
+                flood_wait=flood_wait if running else 0.0,
+                error=error,
+                unreachable_since=unreachable_since if running else None,
             )
 
-    def report(self) -> JobReport:
+    def report(self, state: JobState, error: str | None = None) -> JobReport:
         with self._lock:
             elapsed = self._elapsed()
             return JobReport(
                 uuid=self.uuid,
                 kind=self.kind,
-                state=self._state,
+                state=state,
                 total=self._total,
                 sent=self._sent,
                 failed=self._failed,
@@ -261,7 +276,7 @@ class JobTally:
                 pace=self._done_this_run / elapsed if elapsed > 0 else 0.0,
                 started_at=self.started_at,
                 finished_at=datetime.now(UTC),
-                error=self._error,
+                error=error,
             )
 
     def _elapsed(self) -> float:
