@@ -1,4 +1,4 @@
-"""Texts and keyboards the admin sees: previews, live progress and final reports.
+"""Texts and keyboards the admin sees: previews, live progress, final reports and /stats.
 
 Everything here is pure (no I/O), so it is easy to test and to keep stable: the status
 message is only edited when the rendered text or keyboard actually changes.
@@ -12,7 +12,8 @@ from uuid import UUID
 from telegram import InlineKeyboardButton, InlineKeyboardMarkup
 
 from pushbot.broadcast.progress import JobKind, JobReport, JobState, Progress
-from pushbot.db.queries import PushCounts, PushSummary
+from pushbot.db.queries import AudienceChanges, BroadcastStats, PushCounts, PushSummary
+from pushbot.stats import StatsReport
 
 BAR_WIDTH = 20
 EXCERPT_LENGTH = 60
@@ -130,4 +131,42 @@ def render_push_summary(push: PushSummary, counts: PushCounts, now: datetime | N
             f"“{excerpt(push.text, push.content_type)}”",
             f"Copies out: {copies_out} (status: {push.status})",
         ]
+    )
+
+
+def render_stats(report: StatsReport) -> str:
+    """/stats and `pushbot stats`: the audience, its changes, the latest broadcasts."""
+    audience = report.audience
+    lines = [
+        f"📊 Statistics · {report.at:%Y-%m-%d %H:%M} UTC",
+        f"Subscribers now: {audience.subscribed} "
+        f"(unsubscribed {audience.unsubscribed}, purged {audience.purged})",
+        "",
+    ]
+    lines += [f"Last {w.days} days: {_changes(w.changes)}" for w in report.windows]
+    lines.append("")
+    if report.broadcasts:
+        lines.append("Latest broadcasts:")
+        lines += [_broadcast_line(broadcast) for broadcast in report.broadcasts]
+    else:
+        lines.append("No broadcasts yet.")
+    return "\n".join(lines)
+
+
+def _changes(changes: AudienceChanges) -> str:
+    purged = f"purged {changes.purged}"
+    if changes.purged:
+        # Ties in alphabetical order: the same text whichever order the database grouped in.
+        reasons = dict(sorted(changes.purged_by_reason.items()))
+        purged += f" ({by_reason(reasons)})"
+    return f"joined {changes.joined}, returned {changes.returned}, left {changes.left}, {purged}"
+
+
+def _broadcast_line(broadcast: BroadcastStats) -> str:
+    push, counts = broadcast.push, broadcast.counts
+    pace = "–" if broadcast.pace is None else f"{broadcast.pace:.1f} msg/s"
+    return (
+        f"• {push.created_at:%m-%d %H:%M} “{excerpt(push.text, push.content_type, 30)}” "
+        f"({push.status}): delivered {counts.sent} · failed {counts.failed} · "
+        f"removed {counts.retracted} · {pace}"
     )
