@@ -357,15 +357,17 @@ def _call_bot(settings: Settings, call: Callable[[Bot], Awaitable[Message]]) -> 
 
 def _follow(handle: JobHandle) -> JobReport:
     """Draw a progress bar in the terminal until the job ends; return its report."""
-    from pushbot.bot.render import progress_bar
+    from pushbot.bot.render import counts_known, progress_bar
 
     while not handle.done():
         progress = handle.progress()
-        fraction = progress.done / progress.total if progress.total else 1.0
-        line = (
-            f"\r{progress_bar(fraction)}  done {progress.sent}  failed {progress.failed}  "
-            f"left {progress.left}  {progress.rate:5.1f}/s"
-        )
+        if counts_known(progress):
+            line = (
+                f"\r{progress_bar(progress.done / progress.total)}  done {progress.sent}  "
+                f"failed {progress.failed}  left {progress.left}  {progress.rate:5.1f}/s"
+            )
+        else:
+            line = "\rstarting…"
         if progress.unreachable_since is not None:
             line += f"  Telegram unreachable since {progress.unreachable_since:%H:%M:%S} UTC"
         print(line, end="", file=sys.stderr, flush=True)

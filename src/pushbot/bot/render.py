@@ -52,13 +52,14 @@ def render_progress(progress: Progress) -> str:
     title = "🗑 Retracting broadcast" if retracting else "📣 Broadcasting"
     if progress.state is JobState.PAUSED:
         title += " — paused"
-    done_label = "Removed" if retracting else "Delivered"
-    fraction = progress.done / progress.total if progress.total else 1.0
-    lines = [
-        title,
-        progress_bar(fraction),
-        f"{done_label} {progress.sent} · Failed {progress.failed} · Left {progress.left}",
-    ]
+    lines = [title]
+    counted = counts_known(progress)
+    if counted:
+        done_label = "Removed" if retracting else "Delivered"
+        lines += [
+            progress_bar(progress.done / progress.total),
+            f"{done_label} {progress.sent} · Failed {progress.failed} · Left {progress.left}",
+        ]
     if progress.state is JobState.PAUSED:
         # No pace while paused: the text stays the same, so the message is not edited again.
         lines.append("Press Resume to carry on.")
@@ -66,11 +67,23 @@ def render_progress(progress: Progress) -> str:
         since = progress.unreachable_since.astimezone(UTC).strftime("%H:%M:%S UTC")
         lines.append(f"⚠️ Telegram unreachable since {since}: holding and retrying with back-off.")
         lines.append("Nobody is skipped; it carries on when Telegram answers.")
+    elif not counted:
+        # Neither a full bar nor an ETA of 0:00 before anything is known.
+        lines.append("starting…")
     else:
         lines.append(f"{progress.rate:.1f} msg/s · ETA {duration(progress.eta_seconds)}")
         if progress.flood_wait > 0:
             lines.append("⏳ Telegram asked the bot to slow down for a moment.")
     return "\n".join(lines)
+
+
+def counts_known(progress: Progress) -> bool:
+    """Whether the job has counted its recipients (or copies) yet.
+
+    Progress has no flag of its own for it: its total stays 0 until the job has read the
+    ledger. A job that found nobody to send to ends at once, so a running 0 means "not yet".
+    """
+    return progress.total > 0
 
 
 def job_keyboard(
