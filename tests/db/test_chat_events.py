@@ -4,9 +4,12 @@ appends the event, and nothing else does (both backends)."""
 from __future__ import annotations
 
 import random
+import threading
+import time
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import func, select
+import pytest
+from sqlalchemy import Engine, func, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from pushbot.db import queries
@@ -196,3 +199,44 @@ def test_the_history_always_adds_up_to_the_audience(session_factory: Factory) ->
     with session_factory.begin() as session:
         recorded = session.execute(select(func.count()).select_from(queries.CHAT_EVENTS))
         assert recorded.scalar_one() > 2 * len(chat_ids), "the sequence moved chats in and out"
+
+
+@pytest.mark.parametrize("empty_db_url", ["postgresql"], indirect=True)
+def test_two_transactions_purging_one_chat_at_once_record_it_once(
+    session_factory: Factory, db_engine: Engine
+) -> None:
+    """The ledger and a my_chat_member update purge the same user at the same moment."""
+    with session_factory.begin() as session:
+        queries.subscribe_chat(session, user(1), at(0))
+    first = session_factory()
+    first.begin()
+    queries.purge_chat(first, 1, BLOCKED, at(1))
+    second = threading.Thread(target=purge_in_a_transaction_of_its_own, args=(session_factory,))
+    second.start()
+    try:
+        wait_for_a_transaction_waiting_on_a_lock(db_engine)
+    finally:
+        first.commit()
+        first.close()
+        second.join(timeout=30)
+
+    assert not second.is_alive()
+    assert history(session_factory) == [(1, "joined", None, at(0)), (1, "purged", BLOCKED, at(1))]
+
+
+def purge_in_a_transaction_of_its_own(factory: Factory) -> None:
+    with factory.begin() as session:
+        queries.purge_chat(session, 1, "kicked", at(2))
+
+
+def wait_for_a_transaction_waiting_on_a_lock(engine: Engine, timeout: float = 30.0) -> None:
+    waiting = text(
+        "SELECT count(*) FROM pg_stat_activity"
+        " WHERE datname = current_database() AND wait_event_type = 'Lock'"
+    )
+    deadline = time.monotonic() + timeout
+    with engine.connect() as connection:
+        while connection.execute(waiting).scalar_one() == 0:
+            assert time.monotonic() < deadline, "the second purge never waited for the first"
+            connection.rollback()  # a fresh snapshot of pg_stat_activity
+            time.sleep(0.01)

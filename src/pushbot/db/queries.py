@@ -319,17 +319,8 @@ def _place_in_audience(session: Session, chat_id: int) -> _Place | None:
     return None if row is None else _Place(row.subscribed, row.purged_at is not None)
 
 
-def _add_chat_event(
-    session: Session, chat_id: int, kind: ChatEventKind, at: datetime, reason: str | None = None
-) -> None:
-    session.execute(
-        CHAT_EVENTS.insert().values(
-            chat_id=chat_id,
-            kind=kind.value,
-            reason=_clip(reason, CHAT_EVENTS.c.reason),
-            at=at,
-        )
-    )
+def _add_chat_event(session: Session, chat_id: int, kind: ChatEventKind, at: datetime) -> None:
+    session.execute(CHAT_EVENTS.insert().values(chat_id=chat_id, kind=kind.value, at=at))
 
 
 def _chat_events_from_audience(
@@ -338,8 +329,14 @@ def _chat_events_from_audience(
     """An event for chat `b_chat_id` if it is in the audience now: run it before the change
     that takes the chat out (as an executemany for many chats, one statement per batch)."""
     at_value = at if isinstance(at, ColumnElement) else literal(at, DateTime(timezone=True))
-    chat_in_audience = select(CHATS.c.id, literal(kind.value, String()), reason, at_value).where(
-        CHATS.c.id == _bind("b_chat_id"), _in_audience()
+    chat_in_audience = (
+        select(CHATS.c.id, literal(kind.value, String()), reason, at_value)
+        .where(CHATS.c.id == _bind("b_chat_id"), _in_audience())
+        # A second transaction taking the same chat out at the same moment (the ledger and
+        # a my_chat_member update both purging a user who blocked the bot mid-broadcast)
+        # waits here, then finds the chat already out: one event, not two. SQLite has a
+        # single writer and needs no lock.
+        .with_for_update()
     )
     return CHAT_EVENTS.insert().from_select(["chat_id", "kind", "reason", "at"], chat_in_audience)
 
@@ -396,8 +393,8 @@ def _purge(session: Session, purges: Iterable[tuple[int, str, datetime]]) -> Non
     rows = list(first_per_chat.values())
     if not rows:
         return
-    # The history first: it must see who is still in the audience. One chat once per batch,
-    # or it would be recorded twice (every row of an executemany runs before the update).
+    # The history first: it must see who is still in the audience. Each chat once per batch,
+    # or the history would have it twice (all the INSERTs run before the UPDATE).
     session.execute(
         _chat_events_from_audience(
             ChatEventKind.PURGED,
@@ -594,14 +591,14 @@ def change_push_status(
         return False
     moment = _utc(now)
     values: dict[str, Any] = {"status": status.value}
-    if status.finished:
-        values["finished_at"] = moment
     if status.finished and PushStatus.EDITING in allowed:
         # One statement for either source status: the stored one decides which is stamped.
         was_editing = PUSHES.c.status == PushStatus.EDITING.value
         stamp = literal(moment, DateTime(timezone=True))
         values["finished_at"] = case((was_editing, PUSHES.c.finished_at), else_=stamp)
         values["edited_at"] = case((was_editing, stamp), else_=PUSHES.c.edited_at)
+    elif status.finished:
+        values["finished_at"] = moment
     if status is PushStatus.RETRACTED:
         values.update(deleted=True, deleted_at=moment)
     result = session.execute(
