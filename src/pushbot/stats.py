@@ -28,7 +28,7 @@ BROADCAST_COLOUR = "#e07b00"
 HEADROOM = 1.15
 
 # Matplotlib shares font caches and settings between figures; one drawing at a time keeps
-# two admins' /stats (two worker threads) from racing in them. A drawing takes ~0.1 s.
+# two admins' /stats (two worker threads) from racing in them.
 _DRAWING = threading.Lock()
 
 
