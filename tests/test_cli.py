@@ -130,6 +130,43 @@ def test_cli_push_history_and_undo(
     assert "already retracted" in again.stdout
 
 
+def test_cli_stats_prints_the_numbers_and_writes_the_chart(
+    db_url: str, session_factory: sessionmaker[Session], tmp_path: Path
+) -> None:
+    with session_factory.begin() as session:
+        for user in range(1, 8):
+            queries.subscribe_chat(session, queries.ChatInfo(id=user, type="private"))
+        queries.unsubscribe_chat(session, 1)
+        queries.purge_chats(session, {2: "blocked", 3: "deactivated"})
+    env = base_env(DATABASE_URL=db_url)  # no token needed: it only reads the database
+    chart = tmp_path / "audience.png"
+
+    result = _cli(["stats", "--chart", str(chart)], env, tmp_path)
+
+    assert result.returncode == 0, result.stderr
+    assert "Subscribers now: 4 (unsubscribed 1, purged 2)" in result.stdout
+    assert (
+        "Last 7 days: joined 7, returned 0, left 1, purged 2 (blocked: 1, deactivated: 1)"
+        in result.stdout
+    )
+    assert "No broadcasts yet." in result.stdout
+    assert f"Chart: {chart}" in result.stdout
+    assert chart.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+
+
+def test_cli_stats_names_a_chart_file_it_cannot_write(db_url: str, tmp_path: Path) -> None:
+    missing = tmp_path / "no such folder" / "chart.png"
+
+    result = _cli(["stats", "--chart", str(missing)], base_env(DATABASE_URL=db_url), tmp_path)
+
+    assert result.returncode == 2
+    # Start-up logs (the migration check) may come first; the problem is one line at the end.
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"pushbot: cannot write the chart to {missing}: No such file or directory"
+    )
+    assert "Traceback" not in result.stderr
+
+
 def test_cli_push_needs_an_admin_chat(tmp_path: Path) -> None:
     result = _cli(["push", "hello"], base_env(BOT_TOKEN="1:abcdefgh"), tmp_path)
     assert result.returncode == 2 and "ADMIN_IDS" in result.stderr

@@ -1,4 +1,4 @@
-"""`pushbot run | push | undo | history | demo`.
+"""`pushbot run | push | undo | history | stats | demo`.
 
 Bad settings end the command with one line naming the variable (exit code 2), never a
 traceback; so does a database that cannot be used, and a token Telegram rejects. `pushbot run`
@@ -13,6 +13,7 @@ import logging
 import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING
 from uuid import UUID
 
@@ -94,6 +95,17 @@ def _parser() -> argparse.ArgumentParser:
     history = commands.add_parser("history", help="recent broadcasts with their counts")
     history.add_argument("--limit", type=int, default=20)
     history.set_defaults(handler=cmd_history)
+    stats = commands.add_parser(
+        "stats", help="the audience, its changes and the latest broadcasts in numbers"
+    )
+    stats.add_argument(
+        "--chart",
+        type=Path,
+        metavar="FILE",
+        default=None,
+        help="also write the 90-day audience chart (PNG) to FILE",
+    )
+    stats.set_defaults(handler=cmd_stats)
     demo = commands.add_parser("demo", help="the bot at work against a simulated Telegram")
     demo.add_argument("--users", type=int, default=500)
     demo.add_argument("--fast", action="store_true", help="lift Telegram's limits in the demo")
@@ -292,6 +304,28 @@ def cmd_history(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_stats(args: argparse.Namespace) -> int:
+    from pushbot.bot.render import render_stats
+    from pushbot.runtime import Runtime
+
+    runtime = Runtime.create(_settings(require_token=False))
+    try:
+        report = runtime.stats.report()
+    finally:
+        runtime.close()
+    print(render_stats(report))
+    if args.chart is None:
+        return 0
+    chart = runtime.stats.chart(report)
+    try:
+        args.chart.write_bytes(chart)
+    except OSError as exc:
+        print(f"pushbot: cannot write the chart to {args.chart}: {exc.strerror}", file=sys.stderr)
+        return EXIT_CONFIG
+    print(f"\nChart: {args.chart} ({report.chart_caption})")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from pushbot.demo import run_demo
 
@@ -323,15 +357,17 @@ def _call_bot(settings: Settings, call: Callable[[Bot], Awaitable[Message]]) -> 
 
 def _follow(handle: JobHandle) -> JobReport:
     """Draw a progress bar in the terminal until the job ends; return its report."""
-    from pushbot.bot.render import progress_bar
+    from pushbot.bot.render import counts_known, progress_bar
 
     while not handle.done():
         progress = handle.progress()
-        fraction = progress.done / progress.total if progress.total else 1.0
-        line = (
-            f"\r{progress_bar(fraction)}  done {progress.sent}  failed {progress.failed}  "
-            f"left {progress.left}  {progress.rate:5.1f}/s"
-        )
+        if counts_known(progress):
+            line = (
+                f"\r{progress_bar(progress.done / progress.total)}  done {progress.sent}  "
+                f"failed {progress.failed}  left {progress.left}  {progress.rate:5.1f}/s"
+            )
+        else:
+            line = "\rstarting…"
         if progress.unreachable_since is not None:
             line += f"  Telegram unreachable since {progress.unreachable_since:%H:%M:%S} UTC"
         print(line, end="", file=sys.stderr, flush=True)

@@ -2,7 +2,7 @@
 
 It starts the Bot API stand-in with a crowd of simulated people, runs the real bot
 (the same code path as `pushbot run`) against it on an embedded SQLite database, plays the
-people and an admin through /start, /stop, /push and /undo, and prints what they saw.
+people and an admin through /start, /stop, /push, /undo and /stats, and prints what they saw.
 """
 
 from __future__ import annotations
@@ -132,6 +132,18 @@ def _play(tg: StandIn, runtime: Runtime, users: int) -> None:
     print(f"   copies still visible anywhere: {left}\n")
     _step("`pushbot history` now shows")
     _print_history(runtime)
+    print()
+
+    _step("The admin asks for /stats")
+    mark = max(m["message_id"] for m in tg.inbox(ADMIN_ID))
+    tg.send_text(ADMIN_ID, "/stats")
+    say("Ada", "/stats")
+    numbers = tg.wait_for_message(
+        ADMIN_ID, lambda m: m["message_id"] > mark and "Statistics" in m.get("text", ""), WAIT
+    )
+    say("bot", numbers["text"])
+    chart = tg.wait_for_message(ADMIN_ID, lambda m: m["message_id"] > mark and "photo" in m, WAIT)
+    say("bot", f"[photo: {chart.get('caption', '')}]")
     print("\n== Done: that was the real bot, end to end, over HTTP on loopback.")
 
 

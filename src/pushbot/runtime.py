@@ -22,6 +22,7 @@ from pushbot.broadcast.gateway import TelegramGateway
 from pushbot.broadcast.service import BroadcastService
 from pushbot.config import Settings
 from pushbot.db.session import create_db_engine, create_session_factory, upgrade_database
+from pushbot.stats import StatsService
 
 # Connections beyond the broadcaster's: handlers' to_thread calls and the ledger writer.
 EXTRA_DB_CONNECTIONS = 8
@@ -38,6 +39,7 @@ class Runtime:
     broadcaster: Broadcaster
     broadcasts: BroadcastService
     store: Store
+    stats: StatsService
     relay: ReportRelay = field(default_factory=ReportRelay)
 
     @classmethod
@@ -54,12 +56,20 @@ class Runtime:
         broadcaster = Broadcaster(settings, factory, gateway=gateway, on_finished=relay)
         broadcasts = BroadcastService(factory, broadcaster)
         return cls(
-            settings, engine, factory, gateway, broadcaster, broadcasts, Store(factory), relay
+            settings,
+            engine,
+            factory,
+            gateway,
+            broadcaster,
+            broadcasts,
+            Store(factory),
+            StatsService(factory),
+            relay,
         )
 
     def build_bot(self) -> AnyApp:
         return build_application(
-            self.settings, self.store, self.broadcasts, self.gateway, self.relay
+            self.settings, self.store, self.broadcasts, self.gateway, self.relay, self.stats
         )
 
     def close(self) -> None:

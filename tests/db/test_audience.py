@@ -220,7 +220,7 @@ def test_purging_an_unknown_chat_does_nothing(session_factory: Factory) -> None:
         assert queries.get_chat(session, 424242) is None
 
 
-def test_purge_chats_is_one_statement_for_many_chats(
+def test_purge_chats_is_one_statement_per_table_for_many_chats(
     session_factory: Factory, sql_log: StatementLog
 ) -> None:
     for chat_id in range(1, 6):
@@ -230,7 +230,8 @@ def test_purge_chats_is_one_statement_for_many_chats(
     with session_factory.begin() as session:
         queries.purge_chats(session, {1: "blocked", 2: "deactivated", 3: "blocked"}, T1)
 
-    assert [(s.verb, s.rows) for s in sql_log.statements] == [("UPDATE", 3)]
+    # One executemany for the audience's history, one for the chats.
+    assert [(s.verb, s.rows) for s in sql_log.statements] == [("INSERT", 3), ("UPDATE", 3)]
     assert chat_row(session_factory, 2).purge_reason == "deactivated"
     assert counts(session_factory) == AudienceCounts(subscribed=2, unsubscribed=0, purged=3)
 

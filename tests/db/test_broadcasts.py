@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
 from pushbot.db import queries
-from pushbot.db.models import PUSH_TRANSITIONS, PushStatus, RetractStatus
+from pushbot.db.models import INITIAL_PUSH_STATUSES, PUSH_TRANSITIONS, PushStatus, RetractStatus
 from pushbot.db.queries import (
     ChatInfo,
     DeliveryOutcome,
@@ -233,9 +233,11 @@ def test_record_deliveries_stores_outcomes_and_purges_in_two_statements(
         ],
     )
 
-    # One executemany for the ledger, one for the purges: never a statement per row.
+    # One executemany for the ledger, one for the purges and one for the audience's history
+    # of them: never a statement per row.
     assert [(s.verb, s.executemany, s.rows) for s in sql_log.statements] == [
         ("UPDATE", True, 5),
+        ("INSERT", True, 2),
         ("UPDATE", True, 2),
     ]
     assert counts(session_factory, push_uuid) == PushCounts(
@@ -497,7 +499,7 @@ def test_a_change_is_made_only_from_an_expected_status(session_factory: Factory)
 
 
 def test_every_status_can_be_reached_and_retracted_is_the_end() -> None:
-    reachable = {PushStatus.RUNNING}
+    reachable = set(INITIAL_PUSH_STATUSES)
     for targets in PUSH_TRANSITIONS.values():
         reachable |= targets
     assert reachable == set(PushStatus)

@@ -13,7 +13,13 @@ from sqlalchemy import create_engine, inspect
 from pushbot.db.models import Base
 from pushbot.db.session import alembic_config, upgrade_database
 
-EXPECTED_TABLES = {"alembic_version", "chats", "push_messages", "push_notifications"}
+EXPECTED_TABLES = {
+    "alembic_version",
+    "chats",
+    "chat_events",
+    "push_messages",
+    "push_notifications",
+}
 
 
 def test_upgrade_builds_every_table_on_an_empty_database(empty_db_url: str) -> None:

@@ -25,6 +25,7 @@ from pushbot.bot.jobs import job_button_handler, post_report, watch_job
 from pushbot.bot.ordering import PerChatOrderedProcessor
 from pushbot.bot.push import push_conversation
 from pushbot.bot.services import SERVICES_KEY, Services
+from pushbot.bot.stats import stats_handler
 from pushbot.bot.store import Store
 from pushbot.bot.undo import undo_conversation
 from pushbot.bot.users import ADMIN_COMMANDS, USER_COMMANDS, fallback_handlers, user_handlers
@@ -32,6 +33,7 @@ from pushbot.broadcast.gateway import SharedRateLimiter, TelegramGateway, answer
 from pushbot.broadcast.progress import JobKind, JobReport, JobState
 from pushbot.broadcast.service import BroadcastService
 from pushbot.config import Settings
+from pushbot.stats import StatsService
 
 logger = logging.getLogger(__name__)
 
@@ -65,6 +67,7 @@ def build_application(
     broadcasts: BroadcastService,
     gateway: TelegramGateway,
     relay: ReportRelay,
+    stats: StatsService,
 ) -> AnyApp:
     app = (
         ApplicationBuilder()
@@ -86,7 +89,9 @@ def build_application(
     )
     # While Telegram is down, the Application's waiting sends ask getMe whether it is back.
     gateway.set_probes(async_probe=functools.partial(telegram_answers, app.bot))
-    app.bot_data[SERVICES_KEY] = Services(settings=settings, store=store, broadcasts=broadcasts)
+    app.bot_data[SERVICES_KEY] = Services(
+        settings=settings, store=store, broadcasts=broadcasts, stats=stats
+    )
     app.bot_data["pushbot.relay"] = relay
     add_handlers(app, settings)
     return app
@@ -104,6 +109,7 @@ def add_handlers(app: AnyApp, settings: Settings) -> None:
     admins = filters.User(user_id=settings.admin_ids, allow_empty=False)
     app.add_handler(push_conversation(admins))
     app.add_handler(undo_conversation(admins))
+    app.add_handler(stats_handler(admins))
     app.add_handler(job_button_handler())
     app.add_handlers(user_handlers())
     app.add_handlers(fallback_handlers())

@@ -1,4 +1,4 @@
-"""Texts and keyboards the admin sees: previews, live progress and final reports.
+"""Texts and keyboards the admin sees: previews, live progress, final reports and /stats.
 
 Everything here is pure (no I/O), so it is easy to test and to keep stable: the status
 message is only edited when the rendered text or keyboard actually changes.
@@ -12,7 +12,8 @@ from uuid import UUID
 from telegram import InlineKeyboardButton, InlineKeyboardMarkup
 
 from pushbot.broadcast.progress import JobKind, JobReport, JobState, Progress
-from pushbot.db.queries import PushCounts, PushSummary
+from pushbot.db.queries import AudienceChanges, BroadcastStats, PushCounts, PushSummary
+from pushbot.stats import StatsReport
 
 BAR_WIDTH = 20
 EXCERPT_LENGTH = 60
@@ -51,13 +52,14 @@ def render_progress(progress: Progress) -> str:
     title = "🗑 Retracting broadcast" if retracting else "📣 Broadcasting"
     if progress.state is JobState.PAUSED:
         title += " — paused"
-    done_label = "Removed" if retracting else "Delivered"
-    fraction = progress.done / progress.total if progress.total else 1.0
-    lines = [
-        title,
-        progress_bar(fraction),
-        f"{done_label} {progress.sent} · Failed {progress.failed} · Left {progress.left}",
-    ]
+    lines = [title]
+    counted = counts_known(progress)
+    if counted:
+        done_label = "Removed" if retracting else "Delivered"
+        lines += [
+            progress_bar(progress.done / progress.total),
+            f"{done_label} {progress.sent} · Failed {progress.failed} · Left {progress.left}",
+        ]
     if progress.state is JobState.PAUSED:
         # No pace while paused: the text stays the same, so the message is not edited again.
         lines.append("Press Resume to carry on.")
@@ -65,11 +67,23 @@ def render_progress(progress: Progress) -> str:
         since = progress.unreachable_since.astimezone(UTC).strftime("%H:%M:%S UTC")
         lines.append(f"⚠️ Telegram unreachable since {since}: holding and retrying with back-off.")
         lines.append("Nobody is skipped; it carries on when Telegram answers.")
+    elif not counted:
+        # Neither a full bar nor an ETA of 0:00 before anything is known.
+        lines.append("starting…")
     else:
         lines.append(f"{progress.rate:.1f} msg/s · ETA {duration(progress.eta_seconds)}")
         if progress.flood_wait > 0:
             lines.append("⏳ Telegram asked the bot to slow down for a moment.")
     return "\n".join(lines)
+
+
+def counts_known(progress: Progress) -> bool:
+    """Whether the job has counted its recipients (or copies) yet.
+
+    Progress has no flag of its own for it: its total stays 0 until the job has read the
+    ledger. A job that found nobody to send to ends at once, so a running 0 means "not yet".
+    """
+    return progress.total > 0
 
 
 def job_keyboard(
@@ -130,4 +144,42 @@ def render_push_summary(push: PushSummary, counts: PushCounts, now: datetime | N
             f"“{excerpt(push.text, push.content_type)}”",
             f"Copies out: {copies_out} (status: {push.status})",
         ]
+    )
+
+
+def render_stats(report: StatsReport) -> str:
+    """/stats and `pushbot stats`: the audience, its changes, the latest broadcasts."""
+    audience = report.audience
+    lines = [
+        f"📊 Statistics · {report.at:%Y-%m-%d %H:%M} UTC",
+        f"Subscribers now: {audience.subscribed} "
+        f"(unsubscribed {audience.unsubscribed}, purged {audience.purged})",
+        "",
+    ]
+    lines += [f"Last {w.days} days: {_changes(w.changes)}" for w in report.windows]
+    lines.append("")
+    if report.broadcasts:
+        lines.append("Latest broadcasts:")
+        lines += [_broadcast_line(broadcast) for broadcast in report.broadcasts]
+    else:
+        lines.append("No broadcasts yet.")
+    return "\n".join(lines)
+
+
+def _changes(changes: AudienceChanges) -> str:
+    purged = f"purged {changes.purged}"
+    if changes.purged:
+        # Ties in alphabetical order: the same text whichever order the database grouped in.
+        reasons = dict(sorted(changes.purged_by_reason.items()))
+        purged += f" ({by_reason(reasons)})"
+    return f"joined {changes.joined}, returned {changes.returned}, left {changes.left}, {purged}"
+
+
+def _broadcast_line(broadcast: BroadcastStats) -> str:
+    push, counts = broadcast.push, broadcast.counts
+    pace = "–" if broadcast.pace is None else f"{broadcast.pace:.1f} msg/s"
+    return (
+        f"• {push.created_at:%m-%d %H:%M} “{excerpt(push.text, push.content_type, 30)}” "
+        f"({push.status}): delivered {counts.sent} · failed {counts.failed} · "
+        f"removed {counts.retracted} · {pace}"
     )

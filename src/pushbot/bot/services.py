@@ -1,5 +1,5 @@
-"""What handlers reach through `context.bot_data`: settings, the audience store and the
-broadcast service."""
+"""What handlers reach through `context.bot_data`: settings, the audience store, the
+broadcast service and the statistics."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from telegram.ext import CallbackContext
 from pushbot.bot.store import Store
 from pushbot.broadcast.service import BroadcastService
 from pushbot.config import Settings
+from pushbot.stats import StatsService
 
 SERVICES_KEY = "pushbot.services"
 
@@ -21,6 +22,7 @@ class Services:
     settings: Settings
     store: Store
     broadcasts: BroadcastService
+    stats: StatsService
     # Broadcasts whose status message is being kept up to date by a watcher task.
     watched: set[UUID] = field(default_factory=set)
 

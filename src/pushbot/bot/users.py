@@ -25,6 +25,7 @@ USER_COMMANDS = {
 ADMIN_COMMANDS = {
     "push": "Broadcast a message to every subscriber",
     "undo": "Retract a broadcast (reply to its report)",
+    "stats": "Audience and broadcast numbers, with a 90-day chart",
     "cancel": "Leave the current /push or /undo",
 }
 # Leaving these statuses takes a chat out of the audience; returning puts it back.

@@ -1,4 +1,5 @@
-"""The data model: the audience (Chat) and the broadcast ledger (PushMessage, PushNotification).
+"""The data model: the audience (Chat and its history, ChatEvent) and the broadcast ledger
+(PushMessage, PushNotification).
 
 Types are chosen to fit SQLite and PostgreSQL alike; Telegram ids need 64 bits.
 """
@@ -21,6 +22,7 @@ from sqlalchemy import (
     String,
     Text,
     Uuid,
+    false,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -43,12 +45,18 @@ class Base(DeclarativeBase):
 
 
 class PushStatus(StrEnum):
-    """Life of a broadcast. `running` and `retracting` are resumed after a crash."""
+    """Life of a broadcast. `running` and `retracting` are resumed after a crash (`editing`
+    too, once /edit runs jobs)."""
 
+    # Waiting for its `scheduled_at`; "Send now" or the due time makes it `running`.
+    SCHEDULED = "scheduled"
     RUNNING = "running"
     PAUSED = "paused"
     CANCELLED = "cancelled"
     DONE = "done"
+    # /edit is correcting the delivered copies' text; it ends `done` again (or `retracting`,
+    # when an /undo overtakes it).
+    EDITING = "editing"
     RETRACTING = "retracting"
     RETRACTED = "retracted"
 
@@ -69,15 +77,24 @@ class PushStatus(StrEnum):
 # Every status change a push may make, in one place: queries.change_push_status refuses any
 # other. Staying in an unfinished status is allowed too (a resumed job re-asserts its own).
 PUSH_TRANSITIONS: dict[PushStatus, frozenset[PushStatus]] = {
+    PushStatus.SCHEDULED: frozenset({PushStatus.RUNNING, PushStatus.CANCELLED}),
     PushStatus.RUNNING: frozenset(
         {PushStatus.PAUSED, PushStatus.CANCELLED, PushStatus.DONE, PushStatus.RETRACTING}
     ),
     PushStatus.PAUSED: frozenset({PushStatus.RUNNING, PushStatus.CANCELLED, PushStatus.RETRACTING}),
     PushStatus.CANCELLED: frozenset({PushStatus.RETRACTING}),
-    PushStatus.DONE: frozenset({PushStatus.RETRACTING}),
+    # Only a finished, complete broadcast is edited: a cancelled one is better retracted and
+    # sent again (its missing recipients cannot be reached any more), and a paused one would
+    # go on copying the uncorrected source.
+    PushStatus.DONE: frozenset({PushStatus.EDITING, PushStatus.RETRACTING}),
+    PushStatus.EDITING: frozenset({PushStatus.DONE, PushStatus.RETRACTING}),
     PushStatus.RETRACTING: frozenset({PushStatus.RETRACTED}),
     PushStatus.RETRACTED: frozenset(),
 }
+
+
+# Where a push's life starts: sent at once, or scheduled for later.
+INITIAL_PUSH_STATUSES = frozenset({PushStatus.RUNNING, PushStatus.SCHEDULED})
 
 
 def statuses_that_may_become(target: PushStatus) -> frozenset[PushStatus]:
@@ -101,6 +118,41 @@ class RetractStatus(StrEnum):
     FAILED = "failed"
 
 
+class EditStatus(StrEnum):
+    """Outcome of correcting one delivered copy (/edit). NULL on the row means not attempted."""
+
+    EDITED = "edited"
+    UNCHANGED = "unchanged"  # the copy already had this text ("message is not modified")
+    FAILED = "failed"
+
+
+class ChatEventKind(StrEnum):
+    """A change of a chat's place in the audience (subscribed and not purged).
+
+    An event is written only when the chat actually enters or leaves the audience, so each
+    kind moves its size by `audience_delta` and the size at any moment is a sum over them.
+    """
+
+    JOINED = "joined"  # a chat never seen before enters it
+    RETURNED = "returned"  # a known chat enters it again (/start after /stop, unblocked)
+    LEFT = "left"  # at the chat's own request (/stop)
+    PURGED = "purged"  # unreachable: blocked, deactivated, kicked, not found (see `reason`)
+    MIGRATED = "migrated"  # a group became a supergroup: the same audience under a new id
+
+    @property
+    def audience_delta(self) -> int:
+        return _AUDIENCE_DELTAS[self]
+
+
+_AUDIENCE_DELTAS = {
+    ChatEventKind.JOINED: 1,
+    ChatEventKind.RETURNED: 1,
+    ChatEventKind.LEFT: -1,
+    ChatEventKind.PURGED: -1,
+    ChatEventKind.MIGRATED: 0,
+}
+
+
 class Chat(Base):
     """A chat that talked to the bot: the audience of broadcasts when subscribed and not purged."""
 
@@ -119,6 +171,28 @@ class Chat(Base):
     purge_reason: Mapped[str | None] = mapped_column(String(255))
     first_seen: Mapped[datetime] = mapped_column(default=utcnow)
     last_seen: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ChatEvent(Base):
+    """The audience's history, appended to whenever a chat enters or leaves it (/stats)."""
+
+    __tablename__ = "chat_events"
+
+    # SQLite counts up only an INTEGER PRIMARY KEY (its rowid); PostgreSQL gets a bigint.
+    id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer(), "sqlite"), primary_key=True, autoincrement=True
+    )
+    # No foreign key: the history outlives the chat's row and its id (a supergroup's move).
+    chat_id: Mapped[int] = mapped_column(BigInteger)
+    kind: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str | None] = mapped_column(String(255))  # why a chat was purged
+    from_chat_id: Mapped[int | None] = mapped_column(BigInteger)  # `migrated`: the old id
+    at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    __table_args__ = (
+        # Every /stats number is a count or a sum over a time range.
+        Index("ix_chat_events_at", "at"),
+    )
 
 
 class PushMessage(Base):
@@ -145,6 +219,17 @@ class PushMessage(Base):
     report_message_id: Mapped[int | None] = mapped_column(Integer)
     status_message_id: Mapped[int | None] = mapped_column(Integer)
     preview_message_id: Mapped[int | None] = mapped_column(Integer)
+    # Who gets it: "all" subscribed chats, or a named segment of them (a query, not a list).
+    segment: Mapped[str] = mapped_column(String(64), default="all", server_default="all")
+    # Sent silently / with forwarding and saving forbidden (copyMessage's own flags).
+    disable_notification: Mapped[bool] = mapped_column(
+        Boolean, default=False, server_default=false()
+    )
+    protect_content: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    scheduled_at: Mapped[datetime | None]  # when a `scheduled` push is due
+    # /edit: the corrected text or caption, and when the last edit of the copies ended.
+    edited_text: Mapped[str | None] = mapped_column(Text)
+    edited_at: Mapped[datetime | None]
 
     __table_args__ = (
         Index("ix_push_messages_report", "report_chat_id", "report_message_id"),
@@ -169,6 +254,9 @@ class PushNotification(Base):
     retract_status: Mapped[str | None] = mapped_column(String(16))
     retract_error: Mapped[str | None] = mapped_column(String(255))
     retracted_at: Mapped[datetime | None]
+    edit_status: Mapped[str | None] = mapped_column(String(16))  # an EditStatus value
+    edit_error: Mapped[str | None] = mapped_column(String(255))
+    edited_at: Mapped[datetime | None]
 
     __table_args__ = (
         # "pending of message X" and "sent, not yet retracted, of message X", walked by chat id.

@@ -1,4 +1,5 @@
-"""Every SQL statement of pushbot: the audience and the broadcast ledger.
+"""Every SQL statement of pushbot: the audience, its history, the broadcast ledger and the
+numbers /stats shows.
 
 Rules the callers rely on:
 - functions take a `Session` and never commit: callers own the transaction
@@ -14,7 +15,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any, cast, overload
 from uuid import UUID, uuid4
 
@@ -23,6 +24,7 @@ from sqlalchemy import (
     ColumnElement,
     CursorResult,
     DateTime,
+    Insert,
     Row,
     String,
     Table,
@@ -47,6 +49,8 @@ from sqlalchemy.orm import Session
 
 from pushbot.db.models import (
     Chat,
+    ChatEvent,
+    ChatEventKind,
     DeliveryStatus,
     PushMessage,
     PushNotification,
@@ -56,6 +60,7 @@ from pushbot.db.models import (
 )
 
 CHATS = cast(Table, Chat.__table__)
+CHAT_EVENTS = cast(Table, ChatEvent.__table__)
 PUSHES = cast(Table, PushMessage.__table__)
 NOTIFICATIONS = cast(Table, PushNotification.__table__)
 
@@ -179,20 +184,28 @@ class RetractOutcome:
 
 def subscribe_chat(session: Session, chat: ChatInfo, now: datetime | None = None) -> bool:
     """Put the chat in the audience (creating it if new); True if it was not in it before."""
-    previous = session.execute(
-        select(Chat.subscribed, Chat.purged_at).where(Chat.id == chat.id).with_for_update()
-    ).one_or_none()
+    moment = _utc(now)
+    previous = _place_in_audience(session, chat.id)
     _upsert_chat(
         session,
         chat,
-        _utc(now),
+        moment,
         on_existing={"subscribed": True, "purged_at": None, "purge_reason": None},
     )
-    return previous is None or not previous.subscribed or previous.purged_at is not None
+    if previous is None:
+        _add_chat_event(session, chat.id, ChatEventKind.JOINED, moment)
+    elif not previous.in_audience:
+        _add_chat_event(session, chat.id, ChatEventKind.RETURNED, moment)
+    return previous is None or not previous.in_audience
 
 
-def unsubscribe_chat(session: Session, chat_id: int) -> bool:
+def unsubscribe_chat(session: Session, chat_id: int, now: datetime | None = None) -> bool:
     """Leave the audience at the chat's request; the row stays. True if it was subscribed."""
+    # Before the update, which it must not see: only a chat in the audience leaves it.
+    session.execute(
+        _chat_events_from_audience(ChatEventKind.LEFT, literal(None, String()), _utc(now)),
+        {"b_chat_id": chat_id},
+    )
     result = session.execute(
         update(CHATS)
         .where(CHATS.c.id == chat_id, CHATS.c.subscribed == true())
@@ -204,7 +217,11 @@ def unsubscribe_chat(session: Session, chat_id: int) -> bool:
 def record_chat(session: Session, chat: ChatInfo, now: datetime | None = None) -> None:
     """Refresh names and last_seen. A chat we never saw joins the audience (a group the bot
     was added to, a user writing without /start); an existing subscription is left alone."""
-    _upsert_chat(session, chat, _utc(now), on_existing={})
+    moment = _utc(now)
+    previous = _place_in_audience(session, chat.id)
+    _upsert_chat(session, chat, moment, on_existing={})
+    if previous is None:
+        _add_chat_event(session, chat.id, ChatEventKind.JOINED, moment)
 
 
 def purge_chat(session: Session, chat_id: int, reason: str, now: datetime | None = None) -> None:
@@ -220,7 +237,28 @@ def purge_chats(session: Session, reasons: Mapping[int, str], now: datetime | No
 def restore_chat(session: Session, chat: ChatInfo, now: datetime | None = None) -> None:
     """The chat is reachable again (unblocked, bot re-added): back in the audience if
     subscribed. An unknown chat is created subscribed, as by `record_chat`."""
-    _upsert_chat(session, chat, _utc(now), on_existing={"purged_at": None, "purge_reason": None})
+    moment = _utc(now)
+    previous = _place_in_audience(session, chat.id)
+    _upsert_chat(session, chat, moment, on_existing={"purged_at": None, "purge_reason": None})
+    if previous is None:
+        _add_chat_event(session, chat.id, ChatEventKind.JOINED, moment)
+    elif previous.subscribed and previous.purged:
+        _add_chat_event(session, chat.id, ChatEventKind.RETURNED, moment)
+
+
+def note_chat_migrated(
+    session: Session, from_chat_id: int, to_chat_id: int, now: datetime | None = None
+) -> None:
+    """Record that a group became a supergroup (a new id, the same audience): the history
+    shows the move without counting a departure and an arrival."""
+    session.execute(
+        CHAT_EVENTS.insert().values(
+            chat_id=to_chat_id,
+            kind=ChatEventKind.MIGRATED.value,
+            from_chat_id=from_chat_id,
+            at=_utc(now),
+        )
+    )
 
 
 def audience_counts(session: Session) -> AudienceCounts:
@@ -260,6 +298,47 @@ def get_chat(session: Session, chat_id: int) -> ChatRow | None:
 
 def _in_audience() -> ColumnElement[bool]:
     return and_(CHATS.c.subscribed == true(), CHATS.c.purged_at.is_(None))
+
+
+@dataclass(frozen=True)
+class _Place:
+    subscribed: bool
+    purged: bool
+
+    @property
+    def in_audience(self) -> bool:
+        return self.subscribed and not self.purged
+
+
+def _place_in_audience(session: Session, chat_id: int) -> _Place | None:
+    """Where a chat stands before a change (None: never seen), locked until the commit so
+    that the event written after the change describes what really changed."""
+    row = session.execute(
+        select(CHATS.c.subscribed, CHATS.c.purged_at).where(CHATS.c.id == chat_id).with_for_update()
+    ).one_or_none()
+    return None if row is None else _Place(row.subscribed, row.purged_at is not None)
+
+
+def _add_chat_event(session: Session, chat_id: int, kind: ChatEventKind, at: datetime) -> None:
+    session.execute(CHAT_EVENTS.insert().values(chat_id=chat_id, kind=kind.value, at=at))
+
+
+def _chat_events_from_audience(
+    kind: ChatEventKind, reason: ColumnElement[Any], at: ColumnElement[Any] | datetime
+) -> Insert:
+    """An event for chat `b_chat_id` if it is in the audience now: run it before the change
+    that takes the chat out (as an executemany for many chats, one statement per batch)."""
+    at_value = at if isinstance(at, ColumnElement) else literal(at, DateTime(timezone=True))
+    chat_in_audience = (
+        select(CHATS.c.id, literal(kind.value, String()), reason, at_value)
+        .where(CHATS.c.id == _bind("b_chat_id"), _in_audience())
+        # A second transaction taking the same chat out at the same moment (the ledger and
+        # a my_chat_member update both purging a user who blocked the bot mid-broadcast)
+        # waits here, then finds the chat already out: one event, not two. SQLite has a
+        # single writer and needs no lock.
+        .with_for_update()
+    )
+    return CHAT_EVENTS.insert().from_select(["chat_id", "kind", "reason", "at"], chat_in_audience)
 
 
 def _upsert_chat(
@@ -305,12 +384,25 @@ def _upsert_chat(
 
 
 def _purge(session: Session, purges: Iterable[tuple[int, str, datetime]]) -> None:
-    rows = [
-        {"b_chat_id": chat_id, "b_reason": _clip(reason, CHATS.c.purge_reason), "b_at": at}
-        for chat_id, reason, at in purges
-    ]
+    first_per_chat: dict[int, dict[str, Any]] = {}
+    for chat_id, reason, at in purges:
+        first_per_chat.setdefault(
+            chat_id,
+            {"b_chat_id": chat_id, "b_reason": _clip(reason, CHATS.c.purge_reason), "b_at": at},
+        )
+    rows = list(first_per_chat.values())
     if not rows:
         return
+    # The history first: it must see who is still in the audience. Each chat once per batch,
+    # or the history would have it twice (all the INSERTs run before the UPDATE).
+    session.execute(
+        _chat_events_from_audience(
+            ChatEventKind.PURGED,
+            bindparam("b_reason", type_=String()),
+            bindparam("b_at", type_=DateTime(timezone=True)),
+        ),
+        rows,
+    )
     statement = (
         update(CHATS)
         # Already purged: keep the first date and cause, that is when the chat was lost.
@@ -489,8 +581,9 @@ def change_push_status(
 ) -> bool:
     """Move a push to `status` if PUSH_TRANSITIONS allows it from the stored status (and
     that status is one of `expected`, when given), in one compare-and-set statement.
-    Returns False, changing nothing, otherwise. Finished states stamp finished_at;
-    `retracted` also marks the push deleted."""
+    Returns False, changing nothing, otherwise. Finished states stamp finished_at (but an
+    edit ending keeps the broadcast's own and stamps edited_at); `retracted` also marks the
+    push deleted."""
     allowed = statuses_that_may_become(status)
     if expected is not None:
         allowed = allowed & frozenset(expected)
@@ -498,7 +591,13 @@ def change_push_status(
         return False
     moment = _utc(now)
     values: dict[str, Any] = {"status": status.value}
-    if status.finished:
+    if status.finished and PushStatus.EDITING in allowed:
+        # One statement for either source status: the stored one decides which is stamped.
+        was_editing = PUSHES.c.status == PushStatus.EDITING.value
+        stamp = literal(moment, DateTime(timezone=True))
+        values["finished_at"] = case((was_editing, PUSHES.c.finished_at), else_=stamp)
+        values["edited_at"] = case((was_editing, stamp), else_=PUSHES.c.edited_at)
+    elif status.finished:
         values["finished_at"] = moment
     if status is PushStatus.RETRACTED:
         values.update(deleted=True, deleted_at=moment)
@@ -578,6 +677,163 @@ def recent_pushes(session: Session, limit: int = 10) -> list[PushHistoryRow]:
     ]
     counts = _counts_for(session, [push.uuid for push in pushes])
     return [PushHistoryRow(push, counts.get(push.uuid, PushCounts())) for push in pushes]
+
+
+# --- the numbers of /stats ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AudienceChanges:
+    """Chats that entered or left the audience within a time range (from `chat_events`)."""
+
+    joined: int = 0
+    returned: int = 0
+    left: int = 0
+    purged_by_reason: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def purged(self) -> int:
+        return sum(self.purged_by_reason.values())
+
+
+@dataclass(frozen=True)
+class AudiencePoint:
+    day: date  # a UTC day
+    size: int  # the audience at its end (today: now)
+
+
+@dataclass(frozen=True)
+class BroadcastStats:
+    push: PushSummary
+    counts: PushCounts
+    last_sent_at: datetime | None  # when its last copy was delivered
+
+    @property
+    def pace(self) -> float | None:
+        """Copies delivered per second from Send to the last copy (pauses included)."""
+        if self.last_sent_at is None or self.counts.sent == 0:
+            return None
+        seconds = (self.last_sent_at - self.push.created_at).total_seconds()
+        return self.counts.sent / seconds if seconds > 0 else None
+
+
+def audience_changes(
+    session: Session, since: datetime, until: datetime | None = None
+) -> AudienceChanges:
+    """Who joined, returned, left and was purged (by reason) at or after `since` (and before
+    `until`): one GROUP BY over the time index."""
+    events = CHAT_EVENTS.c
+    statement = (
+        select(events.kind, events.reason, func.count().label("n"))
+        .where(events.at >= literal(_utc(since), DateTime(timezone=True)))
+        .group_by(events.kind, events.reason)
+    )
+    if until is not None:
+        statement = statement.where(events.at < literal(_utc(until), DateTime(timezone=True)))
+    by_kind: defaultdict[str, int] = defaultdict(int)
+    purged_by_reason: defaultdict[str, int] = defaultdict(int)
+    for row in session.execute(statement):
+        by_kind[row.kind] += row.n
+        if row.kind == ChatEventKind.PURGED:
+            purged_by_reason[row.reason or UNKNOWN_REASON] += row.n
+    return AudienceChanges(
+        joined=by_kind[ChatEventKind.JOINED],
+        returned=by_kind[ChatEventKind.RETURNED],
+        left=by_kind[ChatEventKind.LEFT],
+        purged_by_reason=dict(purged_by_reason),
+    )
+
+
+def audience_history(
+    session: Session, days: int, now: datetime | None = None
+) -> list[AudiencePoint]:
+    """The audience at the end of each of the last `days` UTC days, oldest first.
+
+    Counted back from today's audience: the size at the end of a day is today's minus what
+    the events after that day added (one count and one GROUP BY per UTC day, whatever the
+    number of chats or events).
+    """
+    today = _utc(now).date()
+    first_day = today - timedelta(days=days - 1)
+    after_first_day = datetime.combine(first_day + timedelta(days=1), time(), UTC)
+    day = _utc_day(session, CHAT_EVENTS.c.at).label("day")
+    net_by_day = {
+        date.fromisoformat(row.day): int(row.net)
+        for row in session.execute(
+            select(day, func.sum(_audience_delta()).label("net"))
+            .where(CHAT_EVENTS.c.at >= literal(after_first_day, DateTime(timezone=True)))
+            .group_by(day)
+        )
+    }
+    size = audience_size(session) - sum(n for d, n in net_by_day.items() if d > today)
+    points: list[AudiencePoint] = []
+    for offset in range(days):
+        current = today - timedelta(days=offset)
+        points.append(AudiencePoint(current, size))
+        size -= net_by_day.get(current, 0)
+    points.reverse()
+    return points
+
+
+def broadcast_stats(session: Session, limit: int) -> list[BroadcastStats]:
+    """The latest broadcasts sent (scheduled ones are not yet), newest first, with their
+    counts and pace: three queries whatever the limit."""
+    pushes = [
+        _summary(row)
+        for row in session.execute(
+            select(PUSHES)
+            .where(PUSHES.c.status != PushStatus.SCHEDULED.value)
+            .order_by(PUSHES.c.created_at.desc(), PUSHES.c.uuid)
+            .limit(limit)
+        )
+    ]
+    uuids = [push.uuid for push in pushes]
+    counts = _counts_for(session, uuids)
+    last_sent: dict[UUID, datetime | None] = {}
+    if uuids:
+        last_sent = {
+            row.message_uuid: _from_db(row.last)
+            for row in session.execute(
+                select(
+                    NOTIFICATIONS.c.message_uuid, func.max(NOTIFICATIONS.c.sent_at).label("last")
+                )
+                .where(NOTIFICATIONS.c.message_uuid.in_(uuids))
+                .group_by(NOTIFICATIONS.c.message_uuid)
+            )
+        }
+    return [
+        BroadcastStats(push, counts.get(push.uuid, PushCounts()), last_sent.get(push.uuid))
+        for push in pushes
+    ]
+
+
+def broadcast_times(session: Session, since: datetime) -> list[datetime]:
+    """When each broadcast sent at or after `since` was started, oldest first."""
+    rows = session.execute(
+        select(PUSHES.c.created_at)
+        .where(
+            PUSHES.c.created_at >= literal(_utc(since), DateTime(timezone=True)),
+            PUSHES.c.status != PushStatus.SCHEDULED.value,
+        )
+        .order_by(PUSHES.c.created_at)
+    )
+    return [_from_db_required(row.created_at) for row in rows]
+
+
+def _audience_delta() -> ColumnElement[int]:
+    kind = CHAT_EVENTS.c.kind
+    return case(
+        *[(kind == k.value, k.audience_delta) for k in ChatEventKind if k.audience_delta],
+        else_=0,
+    )
+
+
+def _utc_day(session: Session, moment: ColumnElement[Any]) -> ColumnElement[str]:
+    """The UTC day of a stored datetime as 'YYYY-MM-DD', on either backend."""
+    if _dialect(session) == "postgresql":
+        return func.to_char(func.timezone("UTC", moment), "YYYY-MM-DD")
+    # SQLite stores UTC wall-clock text, which date() reads as it is.
+    return func.date(moment)
 
 
 # --- the broadcast lease (PostgreSQL) ---------------------------------------------------------
