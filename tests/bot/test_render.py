@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 from uuid import uuid4
 
 from pushbot.bot import render
-from pushbot.broadcast.progress import JobKind, JobState, Progress
+from pushbot.broadcast.progress import Baseline, JobKind, JobState, JobTally, Progress
 from pushbot.db.models import PushStatus
 from pushbot.db.queries import (
     AudienceChanges,
@@ -66,7 +66,7 @@ def test_a_flood_wait_is_shown_without_a_changing_number() -> None:
 # --- before the job has counted its recipients (issue 11, item 7) -----------------------------
 
 NOT_COUNTED = replace(
-    RUNNING, total=0, done=0, sent=0, left=0, rate=0.0, eta_seconds=0.0, elapsed=0.0
+    RUNNING, total=0, done=0, sent=0, left=0, rate=0.0, eta_seconds=0.0, elapsed=0.0, counted=False
 )
 
 
@@ -84,7 +84,7 @@ def test_a_retraction_starting_says_so_too() -> None:
 
 
 def test_once_counted_the_bar_counts_and_pace_replace_starting() -> None:
-    counted = replace(NOT_COUNTED, total=500, left=500, eta_seconds=None)
+    counted = replace(NOT_COUNTED, counted=True, total=500, left=500, eta_seconds=None)
 
     text = render.render_progress(counted)
 
@@ -92,6 +92,21 @@ def test_once_counted_the_bar_counts_and_pace_replace_starting() -> None:
     assert "░" * render.BAR_WIDTH + " 0%" in text
     assert "Delivered 0 · Failed 0 · Left 500" in text
     assert "ETA –" in text
+
+
+def test_a_counted_job_with_nobody_to_reach_shows_its_zeros() -> None:
+    text = render.render_progress(replace(NOT_COUNTED, counted=True))
+
+    assert "starting" not in text and "Delivered 0 · Failed 0 · Left 0" in text
+
+
+def test_the_tally_is_uncounted_until_its_baseline_is_read() -> None:
+    tally = JobTally(RUNNING.uuid, JobKind.PUSH)
+    assert not tally.progress().counted
+
+    tally.set_baseline(Baseline(total=0))
+
+    assert tally.progress().counted
 
 
 def test_a_job_paused_before_it_counted_shows_no_invented_counts() -> None:

@@ -57,7 +57,7 @@ def render_progress(progress: Progress) -> str:
     if counted:
         done_label = "Removed" if retracting else "Delivered"
         lines += [
-            progress_bar(progress.done / progress.total),
+            progress_bar(progress.done / progress.total if progress.total else 1.0),
             f"{done_label} {progress.sent} · Failed {progress.failed} · Left {progress.left}",
         ]
     if progress.state is JobState.PAUSED:
@@ -78,12 +78,8 @@ def render_progress(progress: Progress) -> str:
 
 
 def counts_known(progress: Progress) -> bool:
-    """Whether the job has counted its recipients (or copies) yet.
-
-    Progress has no flag of its own for it: its total stays 0 until the job has read the
-    ledger. A job that found nobody to send to ends at once, so a running 0 means "not yet".
-    """
-    return progress.total > 0
+    """Whether the job has counted its recipients (or copies) yet."""
+    return progress.counted
 
 
 def job_keyboard(

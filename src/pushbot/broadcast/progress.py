@@ -69,6 +69,9 @@ class Progress:
     error: str | None = None  # why a job stopped by itself (e.g. "invalid token")
     # Since when Telegram has not answered (UTC): the job holds, nobody is charged for it.
     unreachable_since: datetime | None = None
+    # False until the job has read its counts from the ledger: until then the zeros above
+    # mean "not known yet", not "nobody to send to".
+    counted: bool = True
 
     @property
     def removed(self) -> int:
@@ -191,6 +194,7 @@ class JobTally:
         self._failed_by_reason: dict[str, int] = {}
         self._failed = 0
         self._purged = 0
+        self._counted = False
         self._done_this_run = 0
         self._started = clock()
         self._ended: float | None = None
@@ -204,6 +208,7 @@ class JobTally:
             self._failed_by_reason = dict(baseline.failed_by_reason)
             self._failed = sum(baseline.failed_by_reason.values())
             self._purged = baseline.purged
+            self._counted = True
 
     def succeeded(self) -> None:
         with self._lock:
@@ -258,6 +263,7 @@ class JobTally:
                 flood_wait=flood_wait if running else 0.0,
                 error=error,
                 unreachable_since=unreachable_since if running else None,
+                counted=self._counted,
             )
 
     def report(self, state: JobState, error: str | None = None) -> JobReport:
