@@ -2,8 +2,8 @@
 
 Every test drives the real ptb `Bot` over loopback, most of them once per transport to show
 that the two behave alike: against the stand-in or, where it cannot show something (the
-exact bytes of an upload, a request held until the test lets it go, answers that are no Bot
-API JSON), against a small aiohttp.web server of the test's own.
+exact bytes of an upload or a download, answers that are no Bot API JSON), against a small
+aiohttp.web server of the test's own.
 """
 
 from __future__ import annotations
@@ -80,11 +80,10 @@ def make_bot(
     transport: TransportName,
     base_url: str,
     pool_size: int = 4,
-    token: str = TOKEN,
     **timeouts: float | None,
 ) -> Bot:
     return Bot(
-        token,
+        TOKEN,
         base_url=base_url,
         request=make_request(transport, pool_size=pool_size, **timeouts),
         get_updates_request=make_request(transport, pool_size=1, **timeouts),
@@ -467,6 +466,34 @@ def test_uploads_arrive_intact(transport: TransportName, tmp_path: Path) -> None
     assert [m["caption"] for m in media if "caption" in m] == ["one"]
     attached = [m["media"].removeprefix("attach://") for m in media]
     assert [group[name][2] for name in attached] == [PNG, PNG[::-1]]
+
+
+def test_a_file_download_arrives_intact(transport: TransportName) -> None:
+    content = bytes(range(256)) * 64
+    downloads: list[tuple[str, str]] = []
+
+    async def handler(request: web.Request) -> web.Response:
+        if request.path.endswith("/getFile"):
+            file = {"file_id": "F", "file_unique_id": "U", "file_path": "photos/file_1.jpg"}
+            return ok(file | {"file_size": len(content)})
+        downloads.append((request.method, request.path))
+        return web.Response(body=content, content_type="image/jpeg")
+
+    async def scenario() -> bytearray:
+        async with local_server(handler) as base_url:
+            origin = base_url.removesuffix("/bot")
+            bot = Bot(
+                TOKEN,
+                base_url=base_url,
+                base_file_url=f"{origin}/file/bot",
+                request=make_request(transport, pool_size=2),
+            )
+            async with bot.request:
+                file = await bot.get_file("F")
+                return await file.download_as_bytearray()
+
+    assert run(scenario()) == content
+    assert downloads == [("GET", f"/file/bot{TOKEN}/photos/file_1.jpg")]
 
 
 # --- the token -----------------------------------------------------------------------------------
