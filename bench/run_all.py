@@ -40,6 +40,7 @@ BENCHMARKS = (
     Benchmark("engine_overhead", "engine_overhead.py"),
     Benchmark("inbound", "inbound.py"),
     Benchmark("bad_days", "bad_days.py"),
+    Benchmark("transport", "transport.py"),
 )
 
 

@@ -363,7 +363,7 @@ def _follow(handle: JobHandle) -> JobReport:
         progress = handle.progress()
         if counts_known(progress):
             line = (
-                f"\r{progress_bar(progress.done / progress.total)}  done {progress.sent}  "
+                f"\r{progress_bar(progress.done / max(progress.total, 1))}  done {progress.sent}  "
                 f"failed {progress.failed}  left {progress.left}  {progress.rate:5.1f}/s"
             )
         else:
