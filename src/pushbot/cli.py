@@ -357,13 +357,13 @@ def _call_bot(settings: Settings, call: Callable[[Bot], Awaitable[Message]]) -> 
 
 def _follow(handle: JobHandle) -> JobReport:
     """Draw a progress bar in the terminal until the job ends; return its report."""
-    from pushbot.bot.render import counts_known, progress_bar
+    from pushbot.bot.render import counts_known, fraction_done, progress_bar
 
     while not handle.done():
         progress = handle.progress()
         if counts_known(progress):
             line = (
-                f"\r{progress_bar(progress.done / max(progress.total, 1))}  done {progress.sent}  "
+                f"\r{progress_bar(fraction_done(progress))}  done {progress.sent}  "
                 f"failed {progress.failed}  left {progress.left}  {progress.rate:5.1f}/s"
             )
         else:

@@ -57,7 +57,7 @@ def render_progress(progress: Progress) -> str:
     if counted:
         done_label = "Removed" if retracting else "Delivered"
         lines += [
-            progress_bar(progress.done / progress.total if progress.total else 1.0),
+            progress_bar(fraction_done(progress)),
             f"{done_label} {progress.sent} · Failed {progress.failed} · Left {progress.left}",
         ]
     if progress.state is JobState.PAUSED:
@@ -75,6 +75,11 @@ def render_progress(progress: Progress) -> str:
         if progress.flood_wait > 0:
             lines.append("⏳ Telegram asked the bot to slow down for a moment.")
     return "\n".join(lines)
+
+
+def fraction_done(progress: Progress) -> float:
+    """Nobody to reach is all done."""
+    return progress.done / progress.total if progress.total else 1.0
 
 
 def counts_known(progress: Progress) -> bool:
