@@ -870,6 +870,11 @@ class Broadcaster:
         if verdict is None:
             writer.give_back_slot()
             return
+        moved_to = verdict.moved_to
+        if moved_to is not None and moved_to != chat_id and self._follow(job, chat_id, moved_to):
+            # The group became a supergroup: the same recipient, under its new id.
+            self._deliver(job, writer, moved_to, source_chat_id, source_message_id)
+            return
         now = datetime.now(UTC)
         if verdict.action is Action.SUCCEEDED and result is not None:
             writer.submit(queries.DeliveryOutcome(chat_id, result.message_id, None, False, now))
@@ -878,6 +883,17 @@ class Broadcaster:
             reason = verdict.reason or INTERNAL_ERROR_REASON
             writer.submit(queries.DeliveryOutcome(chat_id, None, reason, verdict.purges, now))
             job.tally.failed(reason, verdict.purges)
+
+    def _follow(self, job: _Job, old_chat_id: int, new_chat_id: int) -> bool:
+        """Move the recipient's row (and the chat's record) to the supergroup's id before
+        sending there, so a crash resumes with the new id. False: the new id has its own row
+        in this push, or the database failed; the old row is then recorded as failed."""
+        try:
+            with self._factory.begin() as session:
+                return queries.move_recipient(session, job.uuid, old_chat_id, new_chat_id)
+        except SQLAlchemyError:
+            logger.exception("could not move chat %s to %s", old_chat_id, new_chat_id)
+            return False
 
     def _retract(
         self,
