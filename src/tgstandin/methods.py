@@ -1,8 +1,8 @@
-"""The Bot API methods, applied to the world with Telegram's checks and error texts.
+"""The Bot API methods the bot uses, applied to the world with Telegram's checks and texts.
 
 `BotApi.execute` is the only entry point: it takes already-validated parameters (see
 `spec.Spec.parse_params`), runs the handler under the world lock, records the call and
-returns the HTTP status and JSON body.
+returns the HTTP status and JSON body. getUpdates is served by the HTTP side (it waits).
 """
 
 from __future__ import annotations
@@ -16,9 +16,14 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from tgstandin.errors import CHAT_NOT_FOUND, ApiError, bad_request, forbidden
+from tgstandin.errors import (
+    CHAT_NOT_FOUND,
+    ApiError,
+    bad_request,
+    forbidden,
+    upgraded_to_supergroup,
+)
 from tgstandin.errors import too_many_requests as flood_error
-from tgstandin.formatting import MAX_CAPTION_LENGTH, MAX_TEXT_LENGTH, parse_text, utf16_len
 from tgstandin.spec import Upload
 from tgstandin.updates import QueuedUpdate
 from tgstandin.world import (
@@ -27,12 +32,14 @@ from tgstandin.world import (
     DELETE_WINDOW_SECONDS,
     KICKED,
     LEFT,
+    SEND_OPTIONS,
     SENDING_METHODS,
     Chat,
     JsonDict,
     StoredMessage,
     World,
     unix_now,
+    utf16_len,
 )
 
 log = logging.getLogger(__name__)
@@ -40,32 +47,15 @@ log = logging.getLogger(__name__)
 Params = dict[str, Any]
 Handler = Callable[[Params, float], Any]
 
+MAX_TEXT_LENGTH = 4096
+MAX_CAPTION_LENGTH = 1024
 # Every call that puts, changes or removes a message counts against the flood limits.
-LIMITED_METHODS = SENDING_METHODS | {
-    "editMessageText",
-    "editMessageReplyMarkup",
-    "deleteMessage",
-    "deleteMessages",
-}
+LIMITED_METHODS = SENDING_METHODS | {"editMessageText", "editMessageCaption", "deleteMessage"}
 # Methods after which the HTTP side must look at the update queue again.
 UPDATE_ROUTING_METHODS = frozenset({"setWebhook", "deleteWebhook", "getUpdates"})
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
-CHAT_ACTIONS = frozenset(
-    {
-        "typing",
-        "upload_photo",
-        "record_video",
-        "upload_video",
-        "record_voice",
-        "upload_voice",
-        "upload_document",
-        "choose_sticker",
-        "find_location",
-        "record_video_note",
-        "upload_video_note",
-    }
-)
-# Message fields that are content (copied by copyMessage) rather than envelope.
+# Message fields that are content (copied by copyMessage) rather than envelope: those of
+# the messages the stand-in's people and the bot can send.
 CONTENT_FIELDS = (
     "text",
     "entities",
@@ -73,22 +63,7 @@ CONTENT_FIELDS = (
     "photo",
     "caption",
     "caption_entities",
-    "show_caption_above_media",
-    "has_media_spoiler",
-    "document",
-    "video",
-    "animation",
-    "audio",
-    "voice",
-    "video_note",
-    "sticker",
-    "contact",
-    "location",
-    "venue",
-    "dice",
-    "poll",
 )
-_MEDIA_FIELDS = frozenset({"photo", "document", "video", "animation", "audio", "voice"})
 _SECRET_TOKEN = re.compile(r"[A-Za-z0-9_-]{1,256}")
 _COMMAND_NAME = re.compile(r"[a-z0-9_]{1,32}")
 NOT_MODIFIED = (
@@ -96,6 +71,9 @@ NOT_MODIFIED = (
     "the same as a current content and reply markup of the message"
 )
 QUERY_TOO_OLD = "query is too old and response timeout expired or query ID is invalid"
+# The bot sends entities, never markup (see pushbot.bot.push); parsing HTML or Markdown the
+# way Telegram does would be a large parser nothing exercises, so the stand-in refuses it.
+PARSE_MODE_UNSUPPORTED = "parse_mode is not supported by the stand-in: send entities"
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,25 +89,16 @@ class BotApi:
         self.world = world
         self.handlers: dict[str, Handler] = {
             "getMe": self.get_me,
-            "logOut": self.log_out,
-            "close": self.close,
             "setWebhook": self.set_webhook,
             "deleteWebhook": self.delete_webhook,
-            "getWebhookInfo": self.get_webhook_info,
             "setMyCommands": self.set_my_commands,
-            "getMyCommands": self.get_my_commands,
-            "deleteMyCommands": self.delete_my_commands,
             "sendMessage": self.send_message,
             "sendPhoto": self.send_photo,
             "copyMessage": self.copy_message,
-            "forwardMessage": self.forward_message,
             "editMessageText": self.edit_message_text,
-            "editMessageReplyMarkup": self.edit_message_reply_markup,
+            "editMessageCaption": self.edit_message_caption,
             "deleteMessage": self.delete_message,
-            "deleteMessages": self.delete_messages,
             "answerCallbackQuery": self.answer_callback_query,
-            "sendChatAction": self.send_chat_action,
-            "getChat": self.get_chat,
         }
 
     # -- entry points -----------------------------------------------------------------------
@@ -164,26 +133,17 @@ class BotApi:
 
     def resolve_chat(self, chat_id: int | str) -> Chat:
         chat = self.world.chats.get(chat_id) if isinstance(chat_id, int) else None
-        if chat is None and isinstance(chat_id, str):
-            chat = self._chat_by_username(chat_id)
         if chat is None:
             raise bad_request(CHAT_NOT_FOUND)
+        if chat.migrated_to is not None:
+            raise upgraded_to_supergroup(chat.migrated_to)
         return chat
 
-    def _chat_by_username(self, name: str) -> Chat | None:
-        if not name.startswith("@"):
-            return None
-        wanted = name[1:].lower()
-        for chat in self.world.chats.values():
-            if chat.is_group and str(chat.chat.get("username", "")).lower() == wanted:
-                return chat
-        return None
-
-    def target(self, method: str, params: Params, now: float, key: str = "chat_id") -> Chat:
+    def target(self, method: str, params: Params, now: float) -> Chat:
         """The destination chat after the flood limits and Telegram's 403 checks."""
-        if key not in params:
+        if "chat_id" not in params:
             raise bad_request("chat_id is empty")
-        chat = self.resolve_chat(params[key])
+        chat = self.resolve_chat(params["chat_id"])
         if method in LIMITED_METHODS:
             paid = params.get("allow_paid_broadcast") is True
             retry_after = self.world.limiter.check(chat.id, chat.is_group, paid, now)
@@ -204,21 +164,12 @@ class BotApi:
             "has_main_web_app": False,
         }
 
-    def log_out(self, params: Params, now: float) -> bool:
-        return True
-
-    def close(self, params: Params, now: float) -> bool:
-        return True
-
     def set_webhook(self, params: Params, now: float) -> Described:
         url: str = params["url"]
         queue = self.world.updates
         drop = params.get("drop_pending_updates") is True
         if url == "":
-            was_set = queue.delete_webhook(drop)
-            return Described(
-                True, "Webhook was deleted" if was_set else "Webhook is already deleted"
-            )
+            return self.delete_webhook(params, now)
         _check_webhook_url(url)
         secret = params.get("secret_token")
         if secret is not None and not _SECRET_TOKEN.fullmatch(secret):
@@ -240,10 +191,8 @@ class BotApi:
         was_set = self.world.updates.delete_webhook(params.get("drop_pending_updates") is True)
         return Described(True, "Webhook was deleted" if was_set else "Webhook is already deleted")
 
-    def get_webhook_info(self, params: Params, now: float) -> JsonDict:
-        return webhook_info(self.world)
-
     def set_my_commands(self, params: Params, now: float) -> bool:
+        """Checked like Telegram does; nothing reads them back (the bot never asks)."""
         commands: list[JsonDict] = params["commands"]
         if len(commands) > 100:
             raise bad_request("too many commands specified")
@@ -252,24 +201,10 @@ class BotApi:
                 raise bad_request("BOT_COMMAND_INVALID")
             if not 1 <= len(command["description"]) <= 256:
                 raise bad_request("BOT_COMMAND_DESCRIPTION_INVALID")
-        key = self._commands_key(params)
-        self.world.commands[key] = [
-            {"command": c["command"].lstrip("/"), "description": c["description"]} for c in commands
-        ]
-        return True
-
-    def get_my_commands(self, params: Params, now: float) -> list[JsonDict]:
-        return list(self.world.commands.get(self._commands_key(params), []))
-
-    def delete_my_commands(self, params: Params, now: float) -> bool:
-        self.world.commands.pop(self._commands_key(params), None)
-        return True
-
-    def _commands_key(self, params: Params) -> tuple[str, str]:
-        scope: JsonDict = dict(params.get("scope") or {"type": "default"})
+        scope: JsonDict = params.get("scope") or {}
         if "chat_id" in scope:
-            scope["chat_id"] = self.resolve_chat(scope["chat_id"]).id
-        return scope_key(scope), params.get("language_code", "")
+            self.resolve_chat(scope["chat_id"])  # Telegram knows only chats it has seen
+        return True
 
     def answer_callback_query(self, params: Params, now: float) -> bool:
         answered = self.world.callback_queries.get(params["callback_query_id"])
@@ -279,27 +214,6 @@ class BotApi:
             raise bad_request("MESSAGE_TOO_LONG")
         self.world.callback_queries[params["callback_query_id"]] = True
         return True
-
-    def send_chat_action(self, params: Params, now: float) -> bool:
-        self.target("sendChatAction", params, now)
-        if params["action"] not in CHAT_ACTIONS:
-            raise bad_request("wrong parameter action in request")
-        return True
-
-    def get_chat(self, params: Params, now: float) -> JsonDict:
-        chat = self.resolve_chat(params["chat_id"])
-        return {
-            **chat.chat,
-            "accent_color_id": 0,
-            "max_reaction_count": 11,
-            "accepted_gift_types": {
-                "unlimited_gifts": False,
-                "limited_gifts": False,
-                "unique_gifts": False,
-                "premium_subscription": False,
-                "gifts_from_channels": False,
-            },
-        }
 
     # -- sending ----------------------------------------------------------------------------
 
@@ -319,14 +233,12 @@ class BotApi:
         chat = self.target("sendPhoto", params, now)
         content: JsonDict = {"photo": self._photo(params["photo"])}
         self._apply_caption(content, params)
-        if params.get("has_spoiler") is True:
-            content["has_media_spoiler"] = True
-        if params.get("show_caption_above_media") is True:
-            content["show_caption_above_media"] = True
         return self._store_bot_message(chat, content, params).data
 
     def _photo(self, photo: str | Upload) -> list[JsonDict]:
         if isinstance(photo, Upload):
+            if photo.size == 0:
+                raise bad_request("file must be non-empty")
             return self.world.new_photo()
         if not photo.strip():
             raise bad_request("wrong file identifier/HTTP URL specified")
@@ -337,36 +249,21 @@ class BotApi:
     def copy_message(self, params: Params, now: float) -> JsonDict:
         source_chat = self.resolve_chat(params["from_chat_id"])
         chat = self.target("copyMessage", params, now)
-        source = self._source_message(source_chat, params["message_id"], "copy")
+        source = source_chat.messages.get(params["message_id"])
+        if source is None:
+            raise bad_request("message to copy not found")
+        if source.data.get("has_protected_content"):
+            raise bad_request("message has protected content and can't be forwarded")
         content = {k: source.data[k] for k in CONTENT_FIELDS if k in source.data}
         if not content:
             raise bad_request("message can't be copied")
-        if "caption" in params and _MEDIA_FIELDS & content.keys():
+        if "caption" in params and "photo" in content:
             content.pop("caption", None)
             content.pop("caption_entities", None)
             self._apply_caption(content, params)
         copied_from = (source_chat.id, source.data["message_id"])
         stored = self._store_bot_message(chat, content, params, copied_from)
         return {"message_id": stored.data["message_id"]}
-
-    def forward_message(self, params: Params, now: float) -> JsonDict:
-        source_chat = self.resolve_chat(params["from_chat_id"])
-        chat = self.target("forwardMessage", params, now)
-        source = self._source_message(source_chat, params["message_id"], "forward")
-        content: JsonDict = {
-            "forward_origin": source.data.get("forward_origin")
-            or {"type": "user", "date": source.data["date"], "sender_user": source.data["from"]}
-        }
-        content.update((k, source.data[k]) for k in CONTENT_FIELDS if k in source.data)
-        return self._store_bot_message(chat, content, {**params, "reply_markup": None}).data
-
-    def _source_message(self, chat: Chat, message_id: int, verb: str) -> StoredMessage:
-        source = chat.messages.get(message_id)
-        if source is None:
-            raise bad_request(f"message to {verb} not found")
-        if source.data.get("has_protected_content"):
-            raise bad_request("message has protected content and can't be forwarded")
-        return source
 
     def _apply_caption(self, content: JsonDict, params: Params) -> None:
         caption, entities = formatted(params, "caption", "caption_entities", MAX_CAPTION_LENGTH)
@@ -388,9 +285,16 @@ class BotApi:
         if params.get("protect_content") is True:
             content["has_protected_content"] = True
         reply_to = self._reply_target(chat, params.get("reply_parameters"))
+        options = {name: params.get(name) is True for name in SEND_OPTIONS}
         world = self.world
         return world.store_message(
-            chat, world.bot_user, content, by_bot=True, reply_to=reply_to, copied_from=copied_from
+            chat,
+            world.bot_user,
+            content,
+            by_bot=True,
+            reply_to=reply_to,
+            copied_from=copied_from,
+            send_options=options,
         )
 
     def _reply_target(self, chat: Chat, reply: JsonDict | None) -> StoredMessage | None:
@@ -405,8 +309,6 @@ class BotApi:
     # -- editing and deleting ---------------------------------------------------------------
 
     def _editable(self, method: str, params: Params, now: float) -> StoredMessage:
-        if "inline_message_id" in params:
-            raise bad_request("inline messages are not supported by the stand-in")
         if "message_id" not in params:
             raise bad_request("message identifier is not specified")
         chat = self.target(method, params, now)
@@ -419,31 +321,19 @@ class BotApi:
 
     def edit_message_text(self, params: Params, now: float) -> JsonDict:
         stored = self._editable("editMessageText", params, now)
-        data = stored.data
-        if "text" not in data:
+        if "text" not in stored.data:
             raise bad_request("there is no text in the message to edit")
         text, entities = formatted(params, "text", "entities", MAX_TEXT_LENGTH)
         if not text.strip():
             raise bad_request("message text is empty")
-        markup = inline_markup(params.get("reply_markup"))
-        unchanged = (data["text"], data.get("entities", []), data.get("reply_markup"))
-        if unchanged == (text, entities, markup):
-            raise bad_request(NOT_MODIFIED)
-        data["text"] = text
-        _set_or_drop(data, "entities", entities or None)
-        _set_or_drop(data, "reply_markup", markup)
-        data["edit_date"] = unix_now()
-        return data
+        return _edit(stored, "text", text, "entities", entities, params)
 
-    def edit_message_reply_markup(self, params: Params, now: float) -> JsonDict:
-        stored = self._editable("editMessageReplyMarkup", params, now)
-        data = stored.data
-        markup = inline_markup(params.get("reply_markup"))
-        if data.get("reply_markup") == markup:
-            raise bad_request(NOT_MODIFIED)
-        _set_or_drop(data, "reply_markup", markup)
-        data["edit_date"] = unix_now()
-        return data
+    def edit_message_caption(self, params: Params, now: float) -> JsonDict:
+        stored = self._editable("editMessageCaption", params, now)
+        if "photo" not in stored.data:
+            raise bad_request("there is no caption in the message to edit")
+        caption, entities = formatted(params, "caption", "caption_entities", MAX_CAPTION_LENGTH)
+        return _edit(stored, "caption", caption or None, "caption_entities", entities, params)
 
     def delete_message(self, params: Params, now: float) -> bool:
         chat = self.target("deleteMessage", params, now)
@@ -451,20 +341,6 @@ class BotApi:
         if problem is not None:
             raise bad_request(problem)
         del chat.messages[params["message_id"]]
-        return True
-
-    def delete_messages(self, params: Params, now: float) -> bool:
-        message_ids: list[int] = params["message_ids"]
-        if not 1 <= len(message_ids) <= 100:
-            raise bad_request(
-                "too many messages to delete"
-                if message_ids
-                else "message identifiers are not specified"
-            )
-        chat = self.target("deleteMessages", params, now)
-        for message_id in message_ids:
-            if _deletion_problem(chat, chat.messages.get(message_id)) is None:
-                del chat.messages[message_id]
         return True
 
 
@@ -495,6 +371,28 @@ def _ensure_reachable(chat: Chat) -> None:
         raise forbidden(f"bot is not a member of the {kind}")
 
 
+def _edit(
+    stored: StoredMessage,
+    body_key: str,
+    body: str | None,
+    entities_key: str,
+    entities: list[JsonDict],
+    params: Params,
+) -> JsonDict:
+    """Replace the text (or caption), its entities and the keyboard; Telegram refuses an
+    edit that changes none of them. Without reply_markup the keyboard goes."""
+    data = stored.data
+    markup = inline_markup(params.get("reply_markup"))
+    current = (data.get(body_key), data.get(entities_key, []), data.get("reply_markup"))
+    if current == (body, entities, markup):
+        raise bad_request(NOT_MODIFIED)
+    _set_or_drop(data, body_key, body)
+    _set_or_drop(data, entities_key, entities or None)
+    _set_or_drop(data, "reply_markup", markup)
+    data["edit_date"] = unix_now()
+    return data
+
+
 def _deletion_problem(chat: Chat, stored: StoredMessage | None) -> str | None:
     if stored is None:
         return "message to delete not found"
@@ -523,16 +421,14 @@ def _set_or_drop(data: JsonDict, key: str, value: Any) -> None:
 def formatted(
     params: Params, text_key: str, entities_key: str, max_length: int
 ) -> tuple[str, list[JsonDict]]:
-    """Text and entities after parse_mode; explicit entities win over parse_mode."""
-    raw: str = params.get(text_key, "")
-    if entities_key in params:
-        text, entities = raw, list(params[entities_key])
-    else:
-        text, entities = parse_text(raw, params.get("parse_mode"))
+    """The text (or caption) and its entities, as sent."""
+    if params.get("parse_mode"):
+        raise bad_request(PARSE_MODE_UNSUPPORTED)
+    text: str = params.get(text_key, "")
     if utf16_len(text) > max_length:
         problem = "message caption is too long" if text_key == "caption" else "message is too long"
         raise bad_request(problem)
-    return text, entities
+    return text, list(params.get(entities_key, []))
 
 
 def inline_markup(markup: JsonDict | None) -> JsonDict | None:
@@ -561,27 +457,3 @@ def callback_datas(markup: JsonDict | None) -> list[str]:
     if not markup:
         return []
     return [b["callback_data"] for b in _buttons(markup) if "callback_data" in b]
-
-
-def scope_key(scope: JsonDict) -> str:
-    return json.dumps(scope, sort_keys=True)
-
-
-def webhook_info(world: World) -> JsonDict:
-    queue = world.updates
-    webhook = queue.webhook
-    info: JsonDict = {
-        "url": webhook.url if webhook else "",
-        "has_custom_certificate": False,
-        "pending_update_count": queue.pending_count(),
-    }
-    if webhook is None:
-        return info
-    info["ip_address"] = "127.0.0.1"
-    info["max_connections"] = webhook.max_connections
-    if queue.allowed is not None:
-        info["allowed_updates"] = sorted(queue.allowed)
-    if webhook.last_error_date is not None:
-        info["last_error_date"] = webhook.last_error_date
-        info["last_error_message"] = webhook.last_error_message
-    return info

@@ -2,7 +2,7 @@
 
 Updates are serialised once, when they happen, so later changes to the world (edits,
 ageing) cannot alter an update that is already queued. All methods must be called with the
-world lock held; the asynchronous delivery side lives in `webhook.py` and `server.py`.
+world lock held; the asynchronous delivery side lives in `httpd.py`.
 """
 
 from __future__ import annotations

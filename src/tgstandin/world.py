@@ -1,8 +1,8 @@
 """The simulated Telegram world: people, chats, messages, pending updates and the call log.
 
 Everything here is synchronous and guarded by `World.lock`, which is held only for the few
-microseconds a request or a test action needs. The HTTP side (`server.py`) and the public
-facade (`standin.py`) run on different threads and both go through this lock.
+microseconds a request or a test action needs. The HTTP side (`httpd.py`) and the control
+operations (`control.py`) run on different threads and both go through this lock.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from __future__ import annotations
 import itertools
 import json
 import random
+import re
 import threading
 import time
 from collections import Counter
@@ -18,7 +19,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tgstandin.config import StandInConfig
-from tgstandin.formatting import command_entities
 from tgstandin.limits import FloodLimiter, LimitSettings
 from tgstandin.updates import QueuedUpdate, UpdateQueue
 
@@ -38,8 +38,37 @@ FIRST_GROUP_ID = -100_001
 FIRST_SUPERGROUP_ID = -1_001_000_000_001
 DELETE_WINDOW_SECONDS = 48 * 3600
 # Calls that put something in a chat; `deliveries()` counts their successes.
-SENDING_METHODS = frozenset({"sendMessage", "sendPhoto", "copyMessage", "forwardMessage"})
+SENDING_METHODS = frozenset({"sendMessage", "sendPhoto", "copyMessage"})
 FAULT_KINDS = frozenset({"500", "502", "timeout", "lost_response"})
+# Flags of a send that leave no trace in Telegram's Message object; the stand-in records
+# them per message (`send_options` in `inbox()`), so tests can assert how a copy was sent.
+SEND_OPTIONS = ("disable_notification", "protect_content", "allow_paid_broadcast")
+# Who service messages of anonymous group admins come from, as Telegram sends them.
+GROUP_ANONYMOUS_BOT: JsonDict = {
+    "id": 1087968824,
+    "is_bot": True,
+    "first_name": "Group",
+    "username": "GroupAnonymousBot",
+}
+_COMMAND = re.compile(r"/[A-Za-z0-9_]{1,32}(?:@[A-Za-z0-9_]{3,32})?")
+
+
+def utf16_len(text: str) -> int:
+    """Telegram measures text and entity offsets in UTF-16 code units."""
+    if text.isascii():
+        return len(text)
+    return len(text.encode("utf-16-le")) // 2
+
+
+def command_entities(text: str) -> list[JsonDict]:
+    """Telegram marks a leading /command (optionally /command@bot) as a bot_command."""
+    match = _COMMAND.match(text)
+    if match is None:
+        return []
+    end = match.end()
+    if end < len(text) and not text[end].isspace():
+        return []
+    return [{"offset": 0, "length": utf16_len(match.group()), "type": "bot_command"}]
 
 
 def unix_now() -> int:
@@ -71,6 +100,7 @@ class StoredMessage:
     data: JsonDict  # the Telegram Message object as the bot would receive it
     by_bot: bool
     copied_from: tuple[int, int] | None = None
+    send_options: JsonDict | None = None  # the SEND_OPTIONS of a message the bot sent
 
 
 @dataclass(slots=True)
@@ -83,6 +113,8 @@ class Chat:
     person: Person | None = None
     messages: dict[int, StoredMessage] = field(default_factory=dict)
     next_message_id: int = 1
+    # Set once the group was upgraded: the old id then only answers Telegram's 400.
+    migrated_to: int | None = None
 
     @property
     def is_group(self) -> bool:
@@ -138,7 +170,6 @@ class World:
         self.log: list[Call] = []
         self.status_counts: Counter[tuple[str, int]] = Counter()
         self.delivery_counts: Counter[int | str] = Counter()
-        self.commands: dict[tuple[str, str], list[JsonDict]] = {}
         self.callback_queries: dict[str, bool] = {}  # id -> answered
         self.photos: dict[str, list[JsonDict]] = {}  # file_id -> PhotoSize list
         self._user_ids = itertools.count(FIRST_USER_ID)
@@ -258,6 +289,37 @@ class World:
         self.chats[gid] = Chat(gid, kind, chat, bot_status, self._chat_instance(gid))
         return gid
 
+    def migrate_to_supergroup(self, group: Chat, actor: Person | None) -> Chat:
+        """Telegram's upgrade of a group: a new supergroup with a new id takes over (the bot's
+        membership included), the old id only answers "group chat was upgraded", and the bot
+        gets a service message in each chat: migrate_to_chat_id in the old group (from the
+        member who upgraded it, or from an anonymous admin), then migrate_from_chat_id in the
+        supergroup (always sent on behalf of the supergroup itself)."""
+        if group.type != "group":
+            raise ValueError(f"chat {group.id} is a {group.type}, only groups are upgraded")
+        if group.migrated_to is not None:
+            raise ValueError(f"group {group.id} was already upgraded to {group.migrated_to}")
+        new_id = next(self._supergroup_ids)
+        while new_id in self.chats:
+            new_id = next(self._supergroup_ids)
+        chat: JsonDict = {"id": new_id, "title": group.chat["title"], "type": "supergroup"}
+        supergroup = Chat(new_id, "supergroup", chat, group.bot_status, self._chat_instance(new_id))
+        self.chats[new_id] = supergroup
+        group.migrated_to = new_id
+        if actor is None:
+            anonymous = {"sender_chat": group.chat, "migrate_to_chat_id": new_id}
+            self._service_message(group, GROUP_ANONYMOUS_BOT, anonymous)
+        else:
+            self._service_message(group, actor.user, {"migrate_to_chat_id": new_id})
+        content = {"sender_chat": supergroup.chat, "migrate_from_chat_id": group.id}
+        self._service_message(supergroup, GROUP_ANONYMOUS_BOT, content)
+        return supergroup
+
+    def _service_message(self, chat: Chat, sender: JsonDict, content: JsonDict) -> None:
+        """Service messages reach the bot whenever it is in the chat, privacy mode or not."""
+        stored = self.store_message(chat, sender, content, by_bot=False)
+        self.emit("message", chat.id, stored.data, visible=self.bot_present(chat))
+
     def _chat_instance(self, chat_id: int) -> str:
         return str(abs(hash((self.bot_user["id"], chat_id))) % 10**19)
 
@@ -273,14 +335,6 @@ class World:
             raise ValueError(f"no chat {chat_id} in the stand-in world")
         return chat
 
-    def remove_chat(self, chat_id: int) -> None:
-        self.chat(chat_id)
-        del self.chats[chat_id]
-        self.people.pop(chat_id, None)
-
-    def user_ids(self, state: str | None) -> list[int]:
-        return [p.id for p in self.people.values() if state is None or p.state == state]
-
     # -- messages ---------------------------------------------------------------------------
 
     def store_message(
@@ -292,6 +346,7 @@ class World:
         by_bot: bool,
         reply_to: StoredMessage | None = None,
         copied_from: tuple[int, int] | None = None,
+        send_options: JsonDict | None = None,
     ) -> StoredMessage:
         message_id = chat.next_message_id
         chat.next_message_id += 1
@@ -300,7 +355,7 @@ class World:
         if reply_to is not None:
             data["reply_to_message"] = snapshot(reply_to.data)
         data.update(content)
-        stored = StoredMessage(data, by_bot, copied_from)
+        stored = StoredMessage(data, by_bot, copied_from, send_options)
         chat.messages[message_id] = stored
         return stored
 
@@ -405,6 +460,8 @@ class World:
         if person.state == DEACTIVATED:
             raise ValueError(f"user {person.id} is deactivated and cannot act")
         chat = self.chat(person.id if chat_id is None else chat_id)
+        if chat.migrated_to is not None:
+            raise ValueError(f"group {chat.id} was upgraded; people write in {chat.migrated_to}")
         if not chat.is_group and chat.id != person.id:
             raise ValueError(f"user {person.id} cannot write in the private chat {chat.id}")
         if not chat.is_group and person.state == BLOCKED:
@@ -427,10 +484,14 @@ class World:
     # -- exporting --------------------------------------------------------------------------
 
     def export(self, stored: StoredMessage) -> JsonDict:
-        """An independent copy for callers on other threads."""
+        """An independent copy for callers on other threads, with what the stand-in knows
+        beyond Telegram's Message: `copied_from` [chat_id, message_id] of a copy, and the
+        `send_options` a bot's message was sent with."""
         copy: JsonDict = json.loads(json.dumps(stored.data))
         if stored.copied_from is not None:
-            copy["copied_from"] = stored.copied_from
+            copy["copied_from"] = list(stored.copied_from)
+        if stored.send_options is not None:
+            copy["send_options"] = dict(stored.send_options)
         return copy
 
     def bot_messages(self, chat_id: int) -> Iterable[StoredMessage]:

@@ -52,6 +52,13 @@ class Rig:
     admin: int
     source: int
     fatal: list[tuple[Job, str]] = field(default_factory=list)
+    # What follow_migration is asked (old id, new id), and what it answers.
+    follows: list[tuple[int, int]] = field(default_factory=list)
+    may_follow: bool = True
+
+    def follow(self, job: Job, old_chat_id: int, new_chat_id: int) -> bool:
+        self.follows.append((old_chat_id, new_chat_id))
+        return self.may_follow
 
     def delivery(self, max_attempts: int = 3, backoff: Backoff = QUICK) -> Delivery:
         return Delivery(
@@ -61,6 +68,7 @@ class Rig:
             backoff=backoff,
             paid_copies=False,
             on_fatal=lambda job, reason: self.fatal.append((job, reason)),
+            follow_migration=self.follow,
         )
 
     def copy_to(
@@ -209,3 +217,34 @@ def test_a_deleted_copy_is_removed_and_one_the_user_deleted_is_gone(rig: Rig) ->
         (second, "gone", None),
     ]
     assert rig.tg.inbox(first) == [] and retraction.make_report().sent == 2
+
+
+def test_a_group_that_became_a_supergroup_gets_its_copy_under_the_new_id(rig: Rig) -> None:
+    group = rig.tg.add_group("Club")
+    supergroup = rig.tg.migrate_to_supergroup(group)
+    job = push_job()
+
+    sink = rig.copy_to(rig.delivery(), job, group)
+
+    assert rig.follows == [(group, supergroup)]
+    [outcome] = sink.outcomes
+    assert (outcome.chat_id, outcome.error, outcome.purge) == (supergroup, None, False)
+    assert outcome.message_id is not None and rig.tg.message(supergroup, outcome.message_id)
+    assert job.make_report().sent == 1 and job.make_report().failed == 0
+
+
+def test_a_supergroup_the_ledger_cannot_follow_fails_the_old_id_without_a_purge(
+    rig: Rig,
+) -> None:
+    group = rig.tg.add_group("Club")
+    supergroup = rig.tg.migrate_to_supergroup(group)
+    rig.may_follow = False
+    job = push_job()
+
+    sink = rig.copy_to(rig.delivery(), job, group)
+
+    assert rig.follows == [(group, supergroup)]
+    [outcome] = sink.outcomes
+    assert (outcome.chat_id, outcome.message_id) == (group, None)
+    assert (outcome.error, outcome.purge) == ("migrated to supergroup", False)
+    assert rig.tg.count("copyMessage", 200) == 0

@@ -45,7 +45,10 @@ from pushbot.broadcast.errors import (
             Verdict(Action.PURGE, "kicked"),
         ),
         (BadRequest("Bad Request: chat not found"), Verdict(Action.PURGE, "chat not found")),
-        (ChatMigrated(-1001234), Verdict(Action.PURGE, "migrated to supergroup")),
+        (
+            ChatMigrated(-1001234),
+            Verdict(Action.MOVED, "migrated to supergroup", moved_to=-1001234),
+        ),
         (
             Forbidden("Forbidden: bot can't initiate conversation with a user"),
             Verdict(Action.FAIL, "bot can't initiate conversation with a user"),
@@ -142,3 +145,10 @@ def test_reasons_are_short_and_stable() -> None:
         "bot can't send messages to bots"
     )
     assert "blocked" in PURGE_REASONS and "timed out" not in PURGE_REASONS
+
+
+def test_a_migrated_group_is_followed_never_purged() -> None:
+    verdict = classify_send_error(ChatMigrated(-1001234))
+    assert verdict.moved_to == -1001234
+    assert not verdict.purges and not verdict.is_final  # the copy is still owed, elsewhere
+    assert "migrated to supergroup" not in PURGE_REASONS

@@ -240,3 +240,31 @@ def wait_for_a_transaction_waiting_on_a_lock(engine: Engine, timeout: float = 30
             assert time.monotonic() < deadline, "the second purge never waited for the first"
             connection.rollback()  # a fresh snapshot of pg_stat_activity
             time.sleep(0.01)
+
+
+def group(chat_id: int, kind: str = "group") -> ChatInfo:
+    return ChatInfo(id=chat_id, type=kind, title=f"group {chat_id}")
+
+
+def test_a_group_moving_to_its_supergroup_is_a_migration_not_a_departure(
+    session_factory: Factory,
+) -> None:
+    with session_factory.begin() as session:
+        queries.record_chat(session, group(-1), at(0))
+    with session_factory.begin() as session:
+        queries.move_chat(session, -1, group(-1001, "supergroup"), at(5))
+        queries.move_chat(session, -1, group(-1001, "supergroup"), at(6))  # heard twice
+
+    assert [(chat, kind) for chat, kind, _, _ in history(session_factory)] == [
+        (-1, "joined"),
+        (-1001, "migrated"),
+    ]
+    assert audience_by_events(session_factory) == audience_size(session_factory) == 1
+
+
+def test_a_group_first_heard_of_as_a_supergroup_joins(session_factory: Factory) -> None:
+    with session_factory.begin() as session:
+        queries.move_chat(session, -2, group(-1002, "supergroup"), at(0))
+
+    assert [(chat, kind) for chat, kind, _, _ in history(session_factory)] == [(-1002, "joined")]
+    assert audience_by_events(session_factory) == audience_size(session_factory) == 1

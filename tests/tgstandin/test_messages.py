@@ -9,26 +9,26 @@ from telegram import (
     BotCommandScopeChat,
     InlineKeyboardButton,
     InlineKeyboardMarkup,
+    InputFile,
     MessageEntity,
     ReplyParameters,
 )
 
 from tests.tgstandin.support import make_bot, raw, run
 from tgstandin import StandIn
+from tgstandin.spec import Upload
 
 KEYBOARD = InlineKeyboardMarkup([[InlineKeyboardButton("Undo", callback_data="undo:7")]])
 
 
-def test_send_message_with_html_gives_entities_and_keyboard(standin: StandIn) -> None:
+def test_send_message_with_entities_and_keyboard(standin: StandIn) -> None:
     user = standin.add_user(first_name="Ann", username="ann")
+    bold, link = MessageEntity("bold", 0, 2), MessageEntity("text_link", 5, 3, url="https://x.org")
 
     async def scenario() -> None:
         async with make_bot(standin) as bot:
             sent = await bot.send_message(
-                user,
-                "<b>Hi</b> &amp; <a href='https://x.org'>bye</a>",
-                parse_mode="HTML",
-                reply_markup=KEYBOARD,
+                user, "Hi & bye", entities=[bold, link], reply_markup=KEYBOARD
             )
             assert sent.text == "Hi & bye"
             assert sent.from_user is not None and sent.from_user.is_bot
@@ -38,18 +38,21 @@ def test_send_message_with_html_gives_entities_and_keyboard(standin: StandIn) ->
     [message] = standin.inbox(user)
     assert message["entities"] == [
         {"type": "bold", "offset": 0, "length": 2},
-        {"type": "text_link", "url": "https://x.org", "offset": 5, "length": 3},
+        {"type": "text_link", "offset": 5, "length": 3, "url": "https://x.org"},
     ]
     assert message["reply_markup"]["inline_keyboard"][0][0]["callback_data"] == "undo:7"
     assert standin.deliveries(user) == 1
 
 
-def test_bad_html_is_rejected_like_telegram(standin: StandIn) -> None:
+def test_parse_mode_is_refused_rather_than_stored_as_markup(standin: StandIn) -> None:
     user = standin.add_user()
-    response = raw(standin, "sendMessage", chat_id=user, text="1 < 2", parse_mode="HTML")
-    assert response.json()["description"] == (
-        'Bad Request: can\'t parse entities: Unsupported start tag "" at byte offset 2'
-    )
+    response = raw(standin, "sendMessage", chat_id=user, text="<b>x</b>", parse_mode="HTML")
+    assert response.json() == {
+        "ok": False,
+        "error_code": 400,
+        "description": "Bad Request: parse_mode is not supported by the stand-in: send entities",
+    }
+    assert standin.inbox(user) == []
 
 
 def test_copy_message_copies_text_entities_and_photos(standin: StandIn) -> None:
@@ -78,7 +81,7 @@ def test_copy_message_copies_text_entities_and_photos(standin: StandIn) -> None:
     copies = standin.inbox(reader)
     assert [m["message_id"] for m in copies] == [first_id, second_id]
     assert copies[0]["text"] == "News today" and copies[0]["entities"] == bold
-    assert copies[0]["copied_from"] == (admin, text["message_id"])
+    assert copies[0]["copied_from"] == [admin, text["message_id"]]
     assert copies[0]["reply_markup"] == KEYBOARD.to_dict()
     assert copies[1]["photo"] == photo["photo"]
     assert copies[1]["caption"] == "New"
@@ -87,18 +90,35 @@ def test_copy_message_copies_text_entities_and_photos(standin: StandIn) -> None:
     assert standin.deliveries(reader) == 2
 
 
-def test_forward_message_keeps_the_origin(standin: StandIn) -> None:
-    admin, reader = standin.add_user(first_name="Ada"), standin.add_user()
-    original = standin.send_text(admin, "hello")
-    result = raw(
-        standin,
-        "forwardMessage",
-        chat_id=reader,
-        from_chat_id=admin,
-        message_id=original["message_id"],
-    ).json()["result"]
-    assert result["text"] == "hello"
-    assert result["forward_origin"]["sender_user"]["first_name"] == "Ada"
+def test_copy_message_records_how_each_copy_was_sent(standin: StandIn) -> None:
+    standin.set_limits(enabled=False)
+    admin, quiet, loud = standin.add_user(), standin.add_user(), standin.add_user()
+    post = standin.send_text(admin, "News")
+
+    async def scenario() -> None:
+        async with make_bot(standin) as bot:
+            await bot.copy_message(
+                quiet,
+                admin,
+                post["message_id"],
+                disable_notification=True,
+                protect_content=True,
+                allow_paid_broadcast=True,
+            )
+            await bot.copy_message(loud, admin, post["message_id"])
+
+    run(scenario())
+    [quiet_copy], [loud_copy] = standin.inbox(quiet), standin.inbox(loud)
+    assert quiet_copy["send_options"] == {
+        "disable_notification": True,
+        "protect_content": True,
+        "allow_paid_broadcast": True,
+    }
+    assert quiet_copy["has_protected_content"] is True
+    assert loud_copy["send_options"] == dict.fromkeys(
+        ("disable_notification", "protect_content", "allow_paid_broadcast"), False
+    )
+    assert "has_protected_content" not in loud_copy
 
 
 def test_send_photo_by_file_id_and_reply(standin: StandIn) -> None:
@@ -111,8 +131,8 @@ def test_send_photo_by_file_id_and_reply(standin: StandIn) -> None:
             sent = await bot.send_photo(
                 user,
                 file_id,
-                caption="<i>yours</i>",
-                parse_mode="HTML",
+                caption="yours",
+                caption_entities=[MessageEntity("italic", 0, 5)],
                 reply_parameters=ReplyParameters(incoming["message_id"]),
             )
             assert sent.photo[-1].file_id == file_id
@@ -127,7 +147,28 @@ def test_send_photo_by_file_id_and_reply(standin: StandIn) -> None:
     ]
 
 
-def test_edit_text_and_markup_with_not_modified_and_not_found(standin: StandIn) -> None:
+def test_send_photo_uploads_a_png_as_multipart(standin: StandIn) -> None:
+    user = standin.add_user()
+    png = b"\x89PNG\r\n\x1a\n" + bytes(200)
+
+    async def scenario() -> None:
+        async with make_bot(standin) as bot:
+            chart = InputFile(png, filename="stats.png")
+            sent = await bot.send_photo(user, chart, caption="This week")
+            assert sent.photo and sent.caption == "This week"
+            with pytest.raises(telegram.error.BadRequest, match=r"(?i)file must be non-empty"):
+                await bot.send_photo(user, InputFile(b"", filename="empty.png"))
+
+    run(scenario())
+    [call, _empty] = standin.calls("sendPhoto")
+    assert call.status == 200
+    assert call.params["photo"] == Upload("stats.png", "image/png", len(png))
+    [photo] = standin.inbox(user)
+    assert photo["caption"] == "This week" and photo["photo"][-1]["file_id"]
+    assert standin.deliveries(user) == 1
+
+
+def test_edit_text_with_not_modified_and_not_found(standin: StandIn) -> None:
     standin.set_limits(enabled=False)  # eight calls in one chat exceed Telegram's 1/s there
     user = standin.add_user()
 
@@ -143,15 +184,14 @@ def test_edit_text_and_markup_with_not_modified_and_not_found(standin: StandIn) 
                 )
             # Without reply_markup Telegram removes the keyboard: that is a modification.
             await bot.edit_message_text("Sending… 50%", chat_id=user, message_id=sent.message_id)
-            with pytest.raises(telegram.error.BadRequest, match=r"(?i)message is not modified"):
-                await bot.edit_message_reply_markup(chat_id=user, message_id=sent.message_id)
-            await bot.edit_message_reply_markup(user, sent.message_id, reply_markup=KEYBOARD)
             with pytest.raises(telegram.error.BadRequest, match=r"(?i)message to edit not found"):
                 await bot.edit_message_text("x", chat_id=user, message_id=999)
+            with pytest.raises(telegram.error.BadRequest, match=r"(?i)no caption in the message"):
+                await bot.edit_message_caption(user, sent.message_id, caption="x")
 
     run(scenario())
     message = standin.wait_for_message(user, lambda m: m["text"] == "Sending… 50%")
-    assert message["reply_markup"] == KEYBOARD.to_dict()
+    assert "reply_markup" not in message
     assert "edit_date" in message
     exact = (
         "Bad Request: message is not modified: specified new message content and reply "
@@ -195,8 +235,7 @@ def test_blocked_deactivated_kicked_and_missing_chats(standin: StandIn) -> None:
     standin.set_limits(enabled=False)
     blocked = standin.add_user(state="blocked")
     gone = standin.add_user(state="deactivated")
-    removed = standin.add_user()
-    standin.remove_chat(removed)
+    never_seen = 4242
     group = standin.add_group("Team")
     supergroup = standin.add_group("Big team", supergroup=True)
     standin.kick_bot_from_group(group, blocked)
@@ -210,7 +249,7 @@ def test_blocked_deactivated_kicked_and_missing_chats(standin: StandIn) -> None:
     assert answer(gone) == (403, "Forbidden: user is deactivated")
     assert answer(group) == (403, "Forbidden: bot was kicked from the group chat")
     assert answer(supergroup) == (403, "Forbidden: bot was kicked from the supergroup chat")
-    assert answer(removed) == (400, "Bad Request: chat not found")
+    assert answer(never_seen) == (400, "Bad Request: chat not found")
     assert answer(123) == (400, "Bad Request: chat not found")
 
     async def scenario() -> None:
@@ -218,7 +257,7 @@ def test_blocked_deactivated_kicked_and_missing_chats(standin: StandIn) -> None:
             with pytest.raises(telegram.error.Forbidden, match=r"(?i)blocked by the user"):
                 await bot.send_message(blocked, "x")
             with pytest.raises(telegram.error.BadRequest, match=r"(?i)chat not found"):
-                await bot.copy_message(removed, blocked, 1)
+                await bot.copy_message(never_seen, blocked, 1)
 
     run(scenario())
     assert standin.count("sendMessage", 403) == 5
@@ -249,26 +288,91 @@ def test_inline_button_press_and_answer(standin: StandIn) -> None:
     run(scenario())
 
 
-def test_commands_per_scope_chat_action_and_get_chat(standin: StandIn) -> None:
+def test_edit_caption_of_a_photo(standin: StandIn) -> None:
+    standin.set_limits(enabled=False)
+    user = standin.add_user()
+    photo = standin.send_photo(user, "mine")["photo"][-1]["file_id"]
+
+    async def scenario() -> None:
+        async with make_bot(standin) as bot:
+            sent = await bot.send_photo(user, photo, caption="Draft", reply_markup=KEYBOARD)
+            bold = [MessageEntity("bold", 0, 5)]
+            await bot.edit_message_caption(
+                user, sent.message_id, caption="Final", caption_entities=bold
+            )
+            with pytest.raises(telegram.error.BadRequest, match=r"(?i)message is not modified"):
+                await bot.edit_message_caption(
+                    user, sent.message_id, caption="Final", caption_entities=bold
+                )
+            with pytest.raises(telegram.error.BadRequest, match=r"(?i)no text in the message"):
+                await bot.edit_message_text("x", chat_id=user, message_id=sent.message_id)
+
+    run(scenario())
+    [edited] = standin.inbox(user)
+    assert edited["caption"] == "Final" and edited["photo"][-1]["file_id"] == photo
+    assert edited["caption_entities"] == [{"type": "bold", "offset": 0, "length": 5}]
+    assert "reply_markup" not in edited and "edit_date" in edited
+    assert standin.count("editMessageCaption", 200) == 1
+
+
+def test_set_my_commands_checks_names_and_scoped_chats(standin: StandIn) -> None:
     admin = standin.add_user(username="ada")
 
     async def scenario() -> None:
         async with make_bot(standin) as bot:
-            await bot.set_my_commands([BotCommand("start", "Subscribe")])
-            await bot.set_my_commands(
+            assert await bot.set_my_commands([BotCommand("start", "Subscribe")])
+            assert await bot.set_my_commands(
                 [BotCommand("push", "Broadcast")], scope=BotCommandScopeChat(admin)
             )
-            assert [c.command for c in await bot.get_my_commands()] == ["start"]
-            scoped = await bot.get_my_commands(scope=BotCommandScopeChat(admin))
-            assert [c.command for c in scoped] == ["push"]
-            await bot.delete_my_commands(scope=BotCommandScopeChat(admin))
-            assert await bot.get_my_commands(scope=BotCommandScopeChat(admin)) == ()
-            assert await bot.send_chat_action(admin, "typing")
-            chat = await bot.get_chat(admin)
-            assert chat.username == "ada"
+            with pytest.raises(telegram.error.BadRequest, match=r"(?i)chat not found"):
+                await bot.set_my_commands([BotCommand("push", "x")], scope=BotCommandScopeChat(7))
             with pytest.raises(telegram.error.BadRequest, match=r"(?i)bot_command_invalid"):
                 await bot.set_my_commands([BotCommand("Bad Name", "x")])
 
     run(scenario())
-    assert standin.commands() == [{"command": "start", "description": "Subscribe"}]
-    assert standin.commands({"type": "chat", "chat_id": admin}) == []
+    assert standin.count("setMyCommands", 200) == 2
+
+
+def test_sends_to_an_upgraded_group_get_telegrams_migration_answer(standin: StandIn) -> None:
+    standin.set_limits(enabled=False)
+    member = standin.add_user()
+    group = standin.add_group("Team")
+    post = standin.send_text(member, "/news", chat_id=group)
+    supergroup = standin.migrate_to_supergroup(group, by_user_id=member)
+    assert supergroup != group
+
+    answer = raw(standin, "sendMessage", chat_id=group, text="hi").json()
+    assert answer == {
+        "ok": False,
+        "error_code": 400,
+        "description": "Bad Request: group chat was upgraded to a supergroup chat",
+        "parameters": {"migrate_to_chat_id": supergroup},
+    }
+
+    async def scenario() -> None:
+        async with make_bot(standin) as bot:
+            with pytest.raises(telegram.error.ChatMigrated) as moved:
+                await bot.copy_message(group, member, 1)
+            assert moved.value.new_chat_id == supergroup
+            with pytest.raises(telegram.error.ChatMigrated):
+                await bot.delete_message(group, post["message_id"])
+            await bot.send_message(supergroup, "Welcome to the supergroup")
+
+    run(scenario())
+    assert [m["text"] for m in standin.inbox(supergroup)] == ["Welcome to the supergroup"]
+    assert standin.inbox(supergroup)[0]["chat"]["type"] == "supergroup"
+    assert standin.count("sendMessage", 400) == 1 and standin.count("copyMessage", 400) == 1
+    with pytest.raises(ValueError, match="was upgraded"):
+        standin.send_text(member, "still here?", chat_id=group)
+    with pytest.raises(ValueError, match="already upgraded"):
+        standin.migrate_to_supergroup(group)
+    with pytest.raises(ValueError, match="only groups are upgraded"):
+        standin.migrate_to_supergroup(supergroup)
+
+
+def test_a_kicked_bot_stays_out_of_the_upgraded_group(standin: StandIn) -> None:
+    group = standin.add_group("Team", bot_status="kicked")
+    supergroup = standin.migrate_to_supergroup(group)
+    answer = raw(standin, "sendMessage", chat_id=supergroup, text="hi").json()
+    assert answer["description"] == "Forbidden: bot was kicked from the supergroup chat"
+    assert raw(standin, "getUpdates").json()["result"] == []  # it sees neither service message

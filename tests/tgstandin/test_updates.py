@@ -15,6 +15,7 @@ import telegram.error
 
 from tests.tgstandin.support import make_bot, raw, run
 from tgstandin import StandIn
+from tgstandin.world import command_entities, utf16_len
 
 
 def test_get_updates_offset_semantics(standin: StandIn) -> None:
@@ -36,6 +37,15 @@ def test_get_updates_offset_semantics(standin: StandIn) -> None:
     assert standin.pending_updates() == 1
     assert ids(offset=second + 1) == []
     assert standin.pending_updates() == 0
+
+
+def test_a_leading_command_gets_its_entity() -> None:
+    assert command_entities("/push@pushbot_test_bot hi") == [
+        {"offset": 0, "length": 22, "type": "bot_command"}
+    ]
+    assert command_entities("/ nope") == []
+    assert command_entities("not /a command") == []
+    assert utf16_len("😀") == 2
 
 
 def test_long_polling_waits_for_an_update_or_the_timeout(standin: StandIn) -> None:
@@ -124,9 +134,10 @@ def test_privacy_mode_in_groups(standin: StandIn) -> None:
 def test_writing_to_a_blocked_bot_restarts_it(standin: StandIn) -> None:
     user = standin.add_user(state="blocked")
     standin.send_text(user, "/start")
-    assert standin.user_state(user) == "active"
     updates = raw(standin, "getUpdates").json()["result"]
     assert [sorted(u)[0] for u in updates] == ["my_chat_member", "message"]
+    assert updates[0]["my_chat_member"]["new_chat_member"]["status"] == "member"
+    assert raw(standin, "sendMessage", chat_id=user, text="welcome back").json()["ok"]
 
 
 def test_a_newer_long_poll_ends_the_older_one(standin: StandIn) -> None:
@@ -239,3 +250,31 @@ def test_webhook_spreads_chats_over_connections(standin: StandIn, receiver: Rece
         standin.send_text(user, "/start")
     standin.wait_for(lambda: len(receiver.received) == 20 and standin.pending_updates() == 0)
     assert {update["message"]["chat"]["id"] for update, _ in receiver.received} == set(users)
+
+
+def test_a_group_upgrade_sends_a_service_message_in_each_chat(standin: StandIn) -> None:
+    member = standin.add_user(first_name="Ann")
+    group = standin.add_group("Team")
+    supergroup = standin.migrate_to_supergroup(group, by_user_id=member)
+    anonymous_group = standin.add_group("Quiet")
+    anonymous_supergroup = standin.migrate_to_supergroup(anonymous_group)
+
+    async def scenario() -> list[Any]:
+        async with make_bot(standin) as bot:
+            return [u.message for u in await bot.get_updates()]
+
+    old, new, anonymous_old, _anonymous_new = run(scenario())
+    # In the old group, from the member who upgraded it: where the chat went.
+    assert (old.chat.id, old.chat.type, old.migrate_to_chat_id) == (group, "group", supergroup)
+    assert old.from_user.id == member and old.sender_chat is None
+    # In the supergroup, on behalf of the supergroup itself: where it came from.
+    assert (new.chat.id, new.chat.type, new.migrate_from_chat_id) == (
+        supergroup,
+        "supergroup",
+        group,
+    )
+    assert new.chat.title == "Team" and new.sender_chat.id == supergroup
+    assert new.from_user.username == "GroupAnonymousBot"
+    # An anonymous admin's upgrade comes from the group, through GroupAnonymousBot.
+    assert anonymous_old.migrate_to_chat_id == anonymous_supergroup
+    assert anonymous_old.sender_chat.id == anonymous_group

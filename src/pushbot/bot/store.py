@@ -67,6 +67,12 @@ class Store:
         self._recently_seen.pop(chat_id, None)
         await self._run(lambda s: queries.purge_chat(s, chat_id, reason))
 
+    async def move(self, old_chat_id: int, new_chat: ChatInfo) -> None:
+        """The group became a supergroup with a new id: its subscription goes with it."""
+        self._recently_seen.pop(old_chat_id, None)
+        self._recently_seen[new_chat.id] = time.monotonic()
+        await self._run(lambda s: queries.move_chat(s, old_chat_id, new_chat))
+
     async def restore(self, chat: ChatInfo) -> None:
         self._recently_seen[chat.id] = time.monotonic()
         await self._run(lambda s: queries.restore_chat(s, chat))

@@ -102,6 +102,23 @@ async def membership_changed(update: Update, context: ContextTypes.DEFAULT_TYPE)
         await store.restore(chat_info(change.chat, change.from_user))
 
 
+async def chat_migrated(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """A group upgraded to a supergroup gets a new id; Telegram says so in both chats (the
+    old one: migrate_to_chat_id; the new one: migrate_from_chat_id), in either order as far
+    as we can tell, so each one moves the chat and the second finds it moved."""
+    message = update.effective_message
+    assert message is not None
+    chat = message.chat
+    if message.migrate_to_chat_id is not None:
+        old_id = chat.id
+        new_chat = ChatInfo(id=message.migrate_to_chat_id, type=Chat.SUPERGROUP, title=chat.title)
+    elif message.migrate_from_chat_id is not None:
+        old_id, new_chat = message.migrate_from_chat_id, chat_info(chat)
+    else:
+        return
+    await services(context).store.move(old_id, new_chat)
+
+
 def _left(change: ChatMemberUpdated) -> bool:
     return change.new_chat_member.status in GONE_STATUSES
 
@@ -119,6 +136,7 @@ def user_handlers() -> list[Handler[Any, Any, Any]]:
         CommandHandler("stop", stop),
         CommandHandler("help", help_command),
         ChatMemberHandler(membership_changed, ChatMemberHandler.MY_CHAT_MEMBER),
+        MessageHandler(filters.StatusUpdate.MIGRATE, chat_migrated),
     ]
 
 

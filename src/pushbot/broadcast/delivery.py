@@ -10,12 +10,15 @@ the verdict of pushbot.broadcast.errors:
   attempt only if the gateway says Telegram answered other requests meanwhile; after
   `max_attempts` of those the recipient is failed, never purged. An outage charges nobody;
 * 429: the gateway holds the chat (or the whole budget) for its retry_after; not an attempt;
-* fatal (bad token, source message gone): the job's `on_fatal` stops it; nothing recorded.
+* fatal (bad token, source message gone): the job's `on_fatal` stops it; nothing recorded;
+* moved (the group became a supergroup): `follow_migration` moves the recipient's row to the
+  new id, and the copy goes there.
 
 When the job stops mid-way (a wait cut short by its `stop_signal`), nothing is recorded and
 the slot is given back: the recipient stays pending for a resume.
 
-It owns no thread, no state across recipients and no database access; how a job stops is
+It owns no thread, no state across recipients and no database access (the migration move
+is the ledger's, passed in); how a job stops is
 pushbot.broadcast.control's, and where outcomes are stored is pushbot.broadcast.ledger's.
 """
 
@@ -69,6 +72,7 @@ class Delivery:
         backoff: Backoff,
         paid_copies: bool,
         on_fatal: Callable[[Job, str], None],
+        follow_migration: Callable[[Job, int, int], bool],
     ) -> None:
         self._transport = transport
         self._gateway = gateway
@@ -77,6 +81,7 @@ class Delivery:
         self._paid_copies = paid_copies
         self._paid: dict[str, Any] = {"allow_paid_broadcast": True} if paid_copies else {}
         self._on_fatal = on_fatal
+        self._follow_migration = follow_migration
 
     def deliver_copy(
         self,
@@ -103,6 +108,15 @@ class Delivery:
             result, verdict = None, Verdict(Action.FAIL, INTERNAL_ERROR_REASON)
         if verdict is None:
             outcomes.give_back_slot()
+            return
+        moved_to = verdict.moved_to
+        if (
+            moved_to is not None
+            and moved_to != chat_id
+            and self._follow_migration(job, chat_id, moved_to)
+        ):
+            # The group became a supergroup: the same recipient, under its new id.
+            self.deliver_copy(job, outcomes, moved_to, source_chat_id, source_message_id)
             return
         now = datetime.now(UTC)
         if verdict.action is Action.SUCCEEDED and result is not None:

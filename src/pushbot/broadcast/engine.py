@@ -22,6 +22,7 @@ retracted) is written to the database before the call that caused it returns.
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 from collections.abc import Callable
@@ -45,7 +46,13 @@ from pushbot.broadcast.delivery import Delivery
 from pushbot.broadcast.gateway import TelegramGateway
 from pushbot.broadcast.jobs import Job, JobHandle, JobRegistry
 from pushbot.broadcast.lease import BroadcastLease, LocalLease, lease_for
-from pushbot.broadcast.ledger import CLOSE_DEADLINE, FLUSH_BATCH, FLUSH_INTERVAL, PAGE_SIZE
+from pushbot.broadcast.ledger import (
+    CLOSE_DEADLINE,
+    FLUSH_BATCH,
+    FLUSH_INTERVAL,
+    PAGE_SIZE,
+    follow_to_supergroup,
+)
 from pushbot.broadcast.pacing import Pacer
 from pushbot.broadcast.progress import JobKind, JobReport, JobState, Progress
 from pushbot.broadcast.runner import Runner
@@ -142,6 +149,7 @@ class Broadcaster:
             backoff=Backoff(options.backoff_base, options.backoff_cap, jitter=True),
             paid_copies=settings.paid_broadcast,
             on_fatal=self._control.stop_on_fatal_error,
+            follow_migration=functools.partial(_follow_migration, session_factory),
         )
         self._runner = Runner(
             session_factory=session_factory,
@@ -277,6 +285,12 @@ class Broadcaster:
         if job is None:
             raise UnknownPush(push_uuid)
         return job.wait(timeout)
+
+
+def _follow_migration(
+    factory: sessionmaker[Session], job: Job, old_chat_id: int, new_chat_id: int
+) -> bool:
+    return follow_to_supergroup(factory, job.uuid, old_chat_id, new_chat_id)
 
 
 def _lease_of(session_factory: sessionmaker[Session]) -> BroadcastLease:

@@ -31,10 +31,11 @@ REASON_BLOCKED = "blocked"
 REASON_DEACTIVATED = "deactivated"
 REASON_KICKED = "kicked"
 REASON_CHAT_NOT_FOUND = "chat not found"
-REASON_MIGRATED = "migrated to supergroup"
 PURGE_REASONS = frozenset(
-    {REASON_BLOCKED, REASON_DEACTIVATED, REASON_KICKED, REASON_CHAT_NOT_FOUND, REASON_MIGRATED}
+    {REASON_BLOCKED, REASON_DEACTIVATED, REASON_KICKED, REASON_CHAT_NOT_FOUND}
 )
+# A group upgraded to a supergroup lives on under a new id: never a purge.
+REASON_MIGRATED = "migrated to supergroup"
 REASON_TOO_OLD = "older than 48 hours"
 REASON_TIMED_OUT = "timed out"
 REASON_NETWORK = "network error"
@@ -64,6 +65,7 @@ class Action(Enum):
     PURGE = "purge"  # failed for good and the chat leaves the audience
     FAIL = "fail"  # failed for good, the chat stays
     RETRY_AFTER = "retry_after"  # flood control: close the shared gate, retry (not an attempt)
+    MOVED = "moved"  # the group became a supergroup: the recipient is `moved_to` now
     TRANSIENT = "transient"  # retry with backoff, up to the attempt limit, never purge
     FATAL = "fatal"  # no recipient can succeed (bad token, source deleted): stop the job
 
@@ -73,6 +75,7 @@ class Verdict:
     action: Action
     reason: str | None = None
     retry_after: float = 0.0
+    moved_to: int | None = None
 
     @property
     def purges(self) -> bool:
@@ -108,7 +111,8 @@ def classify_delete_error(exc: BaseException) -> Verdict:
     """Verdict for an exception raised by delete_message. Deletes never purge a chat."""
     common = _classify_common(exc)
     if common is not None:
-        return Verdict(Action.FAIL, REASON_MIGRATED) if common.purges else common
+        # A copy in the old group cannot be deleted through the supergroup's id.
+        return Verdict(Action.FAIL, REASON_MIGRATED) if common.action is Action.MOVED else common
     description = describe(exc)
     if isinstance(exc, BadRequest):
         if _mentions(description, _DELETE_GONE):
@@ -127,9 +131,7 @@ def _classify_common(exc: BaseException) -> Verdict | None:
     if isinstance(exc, InvalidToken):
         return Verdict(Action.FATAL, REASON_INVALID_TOKEN)
     if isinstance(exc, ChatMigrated):
-        # The old id is dead for good; the bot layer re-subscribes the new id when the
-        # migration update arrives.
-        return Verdict(Action.PURGE, REASON_MIGRATED)
+        return Verdict(Action.MOVED, REASON_MIGRATED, moved_to=exc.new_chat_id)
     return None
 
 

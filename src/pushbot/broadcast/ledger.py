@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Generic, TypeVar
 from uuid import UUID
 
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from pushbot.broadcast.backoff import Backoff
@@ -53,6 +54,21 @@ RETRY_BACKOFF = Backoff(FLUSH_RETRY_FIRST_DELAY, FLUSH_RETRY_MAX_DELAY)
 CLOSE_DEADLINE = 30.0
 READ_ATTEMPTS = 3
 LOST_IDS_SHOWN = 50
+
+
+def follow_to_supergroup(
+    factory: sessionmaker[Session], push_uuid: UUID, old_chat_id: int, new_chat_id: int
+) -> bool:
+    """A recipient group became a supergroup: move its pending row (and the chat's record)
+    to the new id, committed before the copy goes there, so that a crash resumes with the
+    new id. False when the new id has its own row in this push or the database refused:
+    the old row is then recorded as failed ("migrated to supergroup"), never purged."""
+    try:
+        with factory.begin() as session:
+            return queries.move_recipient(session, push_uuid, old_chat_id, new_chat_id)
+    except SQLAlchemyError:
+        logger.exception("could not move chat %s to %s", old_chat_id, new_chat_id)
+        return False
 
 
 def pending_recipients(

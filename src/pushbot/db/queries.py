@@ -261,6 +261,37 @@ def note_chat_migrated(
     )
 
 
+def move_chat(
+    session: Session, old_chat_id: int, new_chat: ChatInfo, now: datetime | None = None
+) -> None:
+    """Telegram upgraded a group to a supergroup, which has a new id: the chat's record
+    (subscription, purge, first seen) moves to that id and the old id is forgotten. Safe to
+    repeat (the bot hears of a move once in each chat): the second call changes nothing."""
+    moment = _utc(now)
+    old = session.execute(
+        select(CHATS).where(CHATS.c.id == old_chat_id).with_for_update()
+    ).one_or_none()
+    if old is None:
+        already_moved = session.execute(
+            select(CHATS.c.id).where(CHATS.c.id == new_chat.id)
+        ).one_or_none()
+        if already_moved is None:  # a group we never knew: it joins, as by record_chat
+            _upsert_chat(session, new_chat, moment, on_existing={})
+            _add_chat_event(session, new_chat.id, ChatEventKind.JOINED, moment)
+        return
+    # The old record is the audience member; a row for the new id (made by a message seen
+    # in the supergroup a moment earlier) only knew the names.
+    carried = {
+        "subscribed": old.subscribed,
+        "purged_at": old.purged_at,
+        "purge_reason": old.purge_reason,
+        "first_seen": old.first_seen,
+    }
+    _upsert_chat(session, new_chat, moment, on_existing=carried, on_new=carried)
+    session.execute(delete(CHATS).where(CHATS.c.id == old_chat_id))
+    note_chat_migrated(session, old_chat_id, new_chat.id, moment)
+
+
 def audience_counts(session: Session) -> AudienceCounts:
     not_purged = CHATS.c.purged_at.is_(None)
     row = session.execute(
@@ -342,10 +373,14 @@ def _chat_events_from_audience(
 
 
 def _upsert_chat(
-    session: Session, chat: ChatInfo, now: datetime, on_existing: Mapping[str, Any]
+    session: Session,
+    chat: ChatInfo,
+    now: datetime,
+    on_existing: Mapping[str, Any],
+    on_new: Mapping[str, Any] | None = None,
 ) -> None:
-    """Insert a new subscribed chat, or refresh an existing one's names, last_seen and
-    `on_existing` columns."""
+    """Insert a new subscribed chat (with `on_new` columns), or refresh an existing one's
+    names, last_seen and `on_existing` columns."""
     names = {
         "type": _clip(chat.type, CHATS.c.type),
         "title": _clip(chat.title, CHATS.c.title),
@@ -361,6 +396,7 @@ def _upsert_chat(
         "purge_reason": None,
         "first_seen": now,
         "last_seen": now,
+        **(on_new or {}),
     }
     refreshed: dict[str, Any] = {
         **names,
@@ -548,6 +584,38 @@ def record_deliveries(
             if outcome.purge
         ),
     )
+
+
+def move_recipient(
+    session: Session,
+    push_uuid: UUID,
+    old_chat_id: int,
+    new_chat_id: int,
+    now: datetime | None = None,
+) -> bool:
+    """A recipient of the push turned out to be a group upgraded to a supergroup: move the
+    chat's record (`move_chat`) and its pending row of the push to the new id. True when the
+    new id is owed the copy through that row; False when the new id already has a row of its
+    own in this push (it gets its copy there) or the old row is no longer pending."""
+    old = session.execute(select(CHATS.c.title).where(CHATS.c.id == old_chat_id)).one_or_none()
+    if old is not None:
+        move_chat(session, old_chat_id, ChatInfo(new_chat_id, "supergroup", old.title), now)
+    of_push = NOTIFICATIONS.c.message_uuid == push_uuid
+    taken = session.execute(
+        select(NOTIFICATIONS.c.chat_id).where(of_push, NOTIFICATIONS.c.chat_id == new_chat_id)
+    ).first()
+    if taken is not None:
+        return False
+    moved = session.execute(
+        update(NOTIFICATIONS)
+        .where(
+            of_push,
+            NOTIFICATIONS.c.chat_id == old_chat_id,
+            NOTIFICATIONS.c.status == DeliveryStatus.PENDING.value,
+        )
+        .values(chat_id=new_chat_id)
+    )
+    return _rowcount(moved) > 0
 
 
 def record_retractions(
