@@ -107,7 +107,8 @@ def engine_settings(token: str, base_url: str, database_url: str) -> Settings:
 def session_factory_for(settings: Settings) -> sessionmaker[Session]:
     # As Runtime.create sizes it: the broadcaster's connections plus a few.
     engine = create_db_engine(
-        settings.database_url, pool_size=settings.broadcast_pool_size + EXTRA_DB_CONNECTIONS
+        settings.database_url,
+        pool_size=settings.effective_broadcast_pool_size + EXTRA_DB_CONNECTIONS,
     )
     return create_session_factory(engine)
 

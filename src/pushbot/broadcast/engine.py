@@ -229,7 +229,7 @@ class Broadcaster:
         self._on_finished = on_finished
         self._on_event = on_event
         self._options = options or EngineOptions()
-        self._workers = settings.broadcast_workers
+        self._workers = settings.effective_broadcast_workers
         self._paid: dict[str, Any] = (
             {"allow_paid_broadcast": True} if settings.paid_broadcast else {}
         )
@@ -286,7 +286,7 @@ class Broadcaster:
         self._loop_thread.start()
         timeout = self._options.request_timeout
         self._request = HTTPXRequest(
-            connection_pool_size=self._settings.broadcast_pool_size,
+            connection_pool_size=self._settings.effective_broadcast_pool_size,
             read_timeout=timeout,
             write_timeout=timeout,
             connect_timeout=timeout,
