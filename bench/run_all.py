@@ -38,6 +38,11 @@ BENCHMARKS = (
     Benchmark("push_pace_alone", "push_pace.py", ("--newcomer-rate", "0")),
     Benchmark("undo_pace", "undo_pace.py"),
     Benchmark("engine_overhead", "engine_overhead.py"),
+    Benchmark(
+        "engine_overhead_sqlite",
+        "engine_overhead.py",
+        ("--database", "sqlite", "--memory-recipients", "0"),
+    ),
     Benchmark("inbound", "inbound.py"),
     Benchmark("bad_days", "bad_days.py"),
 )
