@@ -432,20 +432,15 @@ def seed_audience(
 
 
 def bot_settings(tg: RemoteStandIn, database_url: str, **overrides: Any) -> Settings:
-    base = Settings(
-        bot_token=tg.token,
-        admin_ids=frozenset({ADMIN_ID}),
-        database_url=database_url,
-        telegram_base_url=tg.base_url,
-        log_level="WARNING",
-    )
-    return _replace(base, **overrides)
-
-
-def _replace(settings: Settings, **overrides: Any) -> Settings:
-    from dataclasses import replace
-
-    return replace(settings, **overrides)
+    base: dict[str, Any] = {
+        "bot_token": tg.token,
+        "admin_ids": frozenset({ADMIN_ID}),
+        "database_url": database_url,
+        "telegram_base_url": tg.base_url,
+        "log_level": "WARNING",
+    }
+    # Built in one go rather than copied with changes, so that the overrides are validated.
+    return Settings(**(base | overrides))
 
 
 def quiet_logging(settings: Settings) -> None:

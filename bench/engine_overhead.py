@@ -1,7 +1,8 @@
 """Issue #3, benchmark 2: what the Broadcaster costs over a bare ptb loop, and its memory.
 
 Limits lifted (stand-in `--no-limits`, separate process, no latency), PostgreSQL (a
-throwaway server from tests/fixtures/postgres.py), N subscribed chats:
+throwaway server from tests/fixtures/postgres.py; `--database sqlite`: an SQLite file), N
+subscribed chats:
 
 (a) engine: `Broadcaster(settings, session_factory, pacer=Pacer(1e9)).start()`, then
     `create_push` + `launch_push` + `wait` (the ledger, 30 worker threads, one event loop,
@@ -51,6 +52,7 @@ from common import (
     postgres_database,
     quiet_logging,
     seed_audience,
+    sqlite_database,
 )
 from pushbot.broadcast.engine import Broadcaster
 from pushbot.broadcast.pacing import Pacer
@@ -60,6 +62,7 @@ from pushbot.db.session import create_db_engine, create_session_factory, upgrade
 from pushbot.runtime import EXTRA_DB_CONNECTIONS
 from tgstandin.remote import RemoteStandIn
 
+DATABASES = {"postgresql": ("PostgreSQL", postgres_database), "sqlite": ("SQLite", sqlite_database)}
 OVERHEAD_GOAL = 0.20
 MEMORY_GOAL_MB = 250.0
 UNLIMITED_RATE = 1e9
@@ -107,7 +110,8 @@ def engine_settings(token: str, base_url: str, database_url: str) -> Settings:
 def session_factory_for(settings: Settings) -> sessionmaker[Session]:
     # As Runtime.create sizes it: the broadcaster's connections plus a few.
     engine = create_db_engine(
-        settings.database_url, pool_size=settings.broadcast_pool_size + EXTRA_DB_CONNECTIONS
+        settings.database_url,
+        pool_size=settings.effective_broadcast_pool_size + EXTRA_DB_CONNECTIONS,
     )
     return create_session_factory(engine)
 
@@ -251,6 +255,9 @@ def build_parser() -> argparse.ArgumentParser:
         default="auto",
         help="py-spy profiles: auto = when the overhead misses the goal",
     )
+    parser.add_argument(
+        "--database", choices=sorted(DATABASES), default="postgresql", help="default postgresql"
+    )
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds per run")
     parser.add_argument("--memory-child", metavar="CONFIG", help=argparse.SUPPRESS)
     add_common_options(parser)
@@ -269,8 +276,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.rounds < 2:
         raise SystemExit("--rounds must be at least 2 (best of N, alternating order)")
     command = command_line("engine_overhead.py", argv)
+    _, database = DATABASES[args.database]
     with (
-        postgres_database() as database_url,
+        database() as database_url,
         StandInProcess("--no-limits", "--seed", str(args.seed)) as standin,
     ):
         tg = standin.tg
@@ -385,9 +393,10 @@ def describe(
     profile: str | None,
 ) -> Result:
     n = best_engine.sent
+    database, _ = DATABASES[args.database]
     rows = [
         Row(
-            f"engine vs bare ptb, {n:,} recipients, PostgreSQL, limits lifted",
+            f"engine vs bare ptb, {n:,} recipients, {database}, limits lifted",
             f"engine {best_engine.rate:.0f} msg/s, bare {best_bare.rate:.0f} msg/s: "
             f"overhead {overhead:.0%} (best of {args.rounds})",
             f"overhead ≤ {OVERHEAD_GOAL:.0%}",

@@ -20,7 +20,7 @@ import argparse
 import socket
 import sys
 import threading
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from common import (
     ADMIN_ID,
@@ -123,7 +123,7 @@ def run_once(
                 webhook_path="hook",
                 webhook_secret=SECRET,
             )
-        settings = replace(bot_settings(tg, database_url), **overrides)  # type: ignore[arg-type]
+        settings = bot_settings(tg, database_url, **overrides)
         bot = BotRun(tg, settings)
         cpu = CpuMeter(standin.pid)
         if profiler is not None:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
+from pydantic import ValidationError
 
 from pushbot.config import (
     DEFAULT_BROADCAST_RATE,
@@ -13,6 +15,7 @@ from pushbot.config import (
     PAID_BROADCAST_MAX_RATE,
     ConfigError,
     Settings,
+    TelegramTransport,
     load_settings,
 )
 
@@ -40,8 +43,9 @@ def test_every_default() -> None:
     assert loaded.admin_ids == frozenset()
     assert loaded.database_url == DEFAULT_DATABASE_URL == "sqlite:///pushbot.sqlite3"
     assert loaded.telegram_base_url == DEFAULT_TELEGRAM_BASE_URL == "https://api.telegram.org/bot"
-    assert loaded.broadcast_workers == 30
-    assert loaded.broadcast_pool_size == 30
+    assert (loaded.broadcast_workers, loaded.broadcast_pool_size) == (None, None)
+    assert loaded.effective_broadcast_workers == 30
+    assert loaded.effective_broadcast_pool_size == 30
     assert loaded.broadcast_rate == DEFAULT_BROADCAST_RATE == 29.8
     assert loaded.paid_broadcast is False
     assert loaded.log_level == "INFO"
@@ -52,9 +56,11 @@ def test_every_default() -> None:
     assert loaded.webhook_secret is None
     assert loaded.update_concurrency == 64
     assert loaded.uses_webhook is False
+    assert loaded.telegram_transport is TelegramTransport.AIOHTTP
+    assert loaded.default_timezone == ZoneInfo("UTC")
 
 
-def test_defaults_match_the_settings_dataclass() -> None:
+def test_defaults_match_the_settings_model() -> None:
     assert settings() == Settings(bot_token=TOKEN)
 
 
@@ -76,6 +82,8 @@ def test_blank_values_count_as_unset() -> None:
             "WEBHOOK_PATH",
             "WEBHOOK_SECRET",
             "UPDATE_CONCURRENCY",
+            "TELEGRAM_TRANSPORT",
+            "DEFAULT_TIMEZONE",
         )
     }
 
@@ -138,6 +146,7 @@ def test_numbers_are_read() -> None:
     )
 
     assert (loaded.broadcast_workers, loaded.broadcast_pool_size) == (8, 12)
+    assert (loaded.effective_broadcast_workers, loaded.effective_broadcast_pool_size) == (8, 12)
     assert (loaded.broadcast_rate, loaded.webhook_port, loaded.update_concurrency) == (
         12.5,
         88,
@@ -159,6 +168,53 @@ def test_paid_broadcast_raises_the_rate_limit() -> None:
     assert settings(PAID_BROADCAST="true").broadcast_rate == DEFAULT_BROADCAST_RATE
     assert settings(PAID_BROADCAST="true", BROADCAST_RATE="1000").broadcast_rate == 1000.0
     assert PAID_BROADCAST_MAX_RATE == 1000.0
+
+
+@pytest.mark.parametrize(
+    ("rate", "expected"),
+    [
+        ("29.8", 30),  # the floor: a slow paid broadcast keeps the free tier's pool
+        ("200", 30),
+        ("400", 60),
+        ("1000", 150),  # rate × latency: ~150 requests in flight at 1,000/s over 150 ms
+    ],
+)
+def test_paid_broadcasts_derive_enough_requests_in_flight(rate: str, expected: int) -> None:
+    loaded = settings(PAID_BROADCAST="true", BROADCAST_RATE=rate)
+
+    assert (loaded.broadcast_workers, loaded.broadcast_pool_size) == (None, None)
+    assert loaded.effective_broadcast_workers == expected
+    assert loaded.effective_broadcast_pool_size == expected
+
+
+def test_derived_requests_in_flight_are_capped() -> None:
+    loaded = Settings(bot_token=TOKEN, paid_broadcast=True, broadcast_rate=1e9)
+
+    assert (loaded.effective_broadcast_workers, loaded.effective_broadcast_pool_size) == (200, 200)
+
+
+def test_free_broadcasts_derive_thirty_whatever_the_rate() -> None:
+    loaded = Settings(bot_token=TOKEN, broadcast_rate=1000.0)
+
+    assert (loaded.effective_broadcast_workers, loaded.effective_broadcast_pool_size) == (30, 30)
+
+
+def test_set_workers_and_pool_size_win_over_the_derived_ones() -> None:
+    loaded = settings(
+        PAID_BROADCAST="true", BROADCAST_RATE="1000", BROADCAST_WORKERS="7", BROADCAST_POOL_SIZE="9"
+    )
+
+    assert (loaded.effective_broadcast_workers, loaded.effective_broadcast_pool_size) == (7, 9)
+
+
+@pytest.mark.parametrize(("raw", "expected"), [("httpx", "httpx"), ("AIOHTTP", "aiohttp")])
+def test_telegram_transport(raw: str, expected: str) -> None:
+    assert settings(TELEGRAM_TRANSPORT=raw).telegram_transport == TelegramTransport(expected)
+
+
+@pytest.mark.parametrize("zone", ["UTC", "Europe/Berlin", "America/Argentina/Buenos_Aires"])
+def test_default_timezone_is_an_iana_zone(zone: str) -> None:
+    assert settings(DEFAULT_TIMEZONE=zone).default_timezone == ZoneInfo(zone)
 
 
 def test_log_level_is_case_insensitive() -> None:
@@ -225,6 +281,10 @@ MALFORMED = [
     ("WEBHOOK_PORT", "65536", {}),
     ("UPDATE_CONCURRENCY", "0", {}),
     ("UPDATE_CONCURRENCY", "4097", {}),
+    ("TELEGRAM_TRANSPORT", "requests", {}),
+    ("DEFAULT_TIMEZONE", "Mars/Olympus_Mons", {}),
+    ("DEFAULT_TIMEZONE", "/etc/passwd", {}),
+    ("DEFAULT_TIMEZONE", "CEST", {}),
 ]
 
 
@@ -243,6 +303,21 @@ def test_malformed_values_name_their_variable(
     assert isinstance(error, ValueError)
 
 
+def test_a_malformed_token_is_not_shown_in_the_error() -> None:
+    error = config_error(BOT_TOKEN="123456789:has space")
+
+    assert "has space" not in str(error) and "123456789" not in str(error)
+
+
+def test_several_malformed_values_are_one_line_naming_them_all() -> None:
+    error = config_error(BROADCAST_WORKERS="many", LOG_LEVEL="LOUD", WEBHOOK_PORT="0")
+
+    assert error.variable == "BROADCAST_WORKERS"
+    assert str(error) == (
+        "BROADCAST_WORKERS: must be a whole number, got 'many' (also check LOG_LEVEL, WEBHOOK_PORT)"
+    )
+
+
 def test_the_error_shows_the_offending_value() -> None:
     assert "'many'" in str(config_error(BROADCAST_WORKERS="many"))
     assert "'@alice'" in str(config_error(ADMIN_IDS="42,@alice"))
@@ -258,6 +333,41 @@ def test_a_token_without_secret_is_malformed(raw: str) -> None:
     assert config_error(BOT_TOKEN=raw).variable == "BOT_TOKEN"
 
 
+# --- the Settings object ---------------------------------------------------------------------
+
+
+def test_settings_are_immutable_and_hashable() -> None:
+    loaded = settings()
+
+    with pytest.raises(ValidationError):
+        loaded.broadcast_rate = 1.0
+    assert hash(loaded) == hash(settings())
+
+
+def test_a_changed_copy_keeps_the_original() -> None:
+    loaded = settings()
+
+    changed = loaded.model_copy(update={"broadcast_workers": 4})
+
+    assert (changed.broadcast_workers, loaded.broadcast_workers) == (4, None)
+    assert changed.bot_token == TOKEN
+
+
+def test_settings_built_directly_read_no_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BROADCAST_WORKERS", "5")
+
+    assert Settings(bot_token=TOKEN).broadcast_workers is None
+
+
+def test_settings_built_directly_may_exceed_telegrams_rate_for_the_standin() -> None:
+    assert Settings(bot_token=TOKEN, broadcast_rate=100_000.0).broadcast_rate == 100_000.0
+
+
+def test_settings_built_directly_are_still_validated() -> None:
+    with pytest.raises(ValidationError):
+        Settings(bot_token=TOKEN, webhook_url="https://bot.example/hook")
+
+
 # --- sources -----------------------------------------------------------------------------------
 
 
@@ -268,6 +378,40 @@ def test_dotenv_is_read_and_the_environment_wins(tmp_path: Path) -> None:
     loaded = load_settings({"LOG_LEVEL": "ERROR"}, env_file=env_file)
 
     assert (loaded.bot_token, loaded.log_level, loaded.webhook_port) == (TOKEN, "ERROR", 9000)
+
+
+def test_blank_and_unknown_dotenv_lines_are_ignored(tmp_path: Path) -> None:
+    env_file = tmp_path / ".env"
+    env_file.write_text(f"BOT_TOKEN={TOKEN}\nWEBHOOK_URL=\nBROADCAST_WORKERS=\nOTHER_TOOL=1\n")
+
+    loaded = load_settings({}, env_file=env_file)
+
+    assert (loaded.webhook_url, loaded.broadcast_workers) == (None, None)
+
+
+def test_a_blank_variable_in_the_environment_hides_the_dotenv_value(tmp_path: Path) -> None:
+    env_file = tmp_path / ".env"
+    env_file.write_text(f"BOT_TOKEN={TOKEN}\nLOG_LEVEL=DEBUG\n")
+
+    assert load_settings({"LOG_LEVEL": " "}, env_file=env_file).log_level == "INFO"
+
+
+def test_an_unreadable_dotenv_file_is_one_line_naming_it(tmp_path: Path) -> None:
+    env_file = tmp_path / ".env"
+    env_file.write_bytes(b"BOT_TOKEN=\xff\xfe\n")
+
+    with pytest.raises(ConfigError) as caught:
+        load_settings({}, env_file=env_file)
+
+    assert str(caught.value) == f"{env_file}: cannot be read (it is not UTF-8 text)"
+
+
+def test_the_example_dotenv_file_gives_the_defaults() -> None:
+    example = Path(__file__).resolve().parents[1] / ".env.example"
+
+    loaded = load_settings({}, env_file=example)
+
+    assert loaded == Settings(bot_token="123456789:replace-with-your-token")
 
 
 def test_a_missing_dotenv_file_is_fine(tmp_path: Path) -> None:

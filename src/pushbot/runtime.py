@@ -47,7 +47,8 @@ class Runtime:
         if migrate:
             upgrade_database(settings.database_url)
         engine = create_db_engine(
-            settings.database_url, pool_size=settings.broadcast_pool_size + EXTRA_DB_CONNECTIONS
+            settings.database_url,
+            pool_size=settings.effective_broadcast_pool_size + EXTRA_DB_CONNECTIONS,
         )
         factory = create_session_factory(engine)
         # One gateway per token: the broadcaster and the Application share its budgets.

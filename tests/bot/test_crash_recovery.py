@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections import Counter
 from datetime import UTC, datetime
 
@@ -64,7 +63,6 @@ def test_sigkill_mid_broadcast_loses_nobody_and_duplicates_at_most_the_workers(
     bot_process.kill()
     delivered_before = len(_copies(standin))
     assert delivered_before < RECIPIENTS, "the kill should land mid-broadcast"
-    time.sleep(0.5)
 
     _start_bot(standin, bot_process, db_url)
     standin.wait_for_message(ADMIN, lambda m: "resuming" in m.get("text", ""), timeout=60)
@@ -76,7 +74,8 @@ def test_sigkill_mid_broadcast_loses_nobody_and_duplicates_at_most_the_workers(
     assert set(copies) == set(users), "every recipient got the message"
     duplicates = sum(n - 1 for n in copies.values())
     assert duplicates <= WORKERS, f"{duplicates} duplicates"
-    assert f"Delivered: {RECIPIENTS}" in report["text"] or "Delivered:" in report["text"]
+    # The report counts the whole push, the copies sent before the kill included.
+    assert f"Delivered: {RECIPIENTS}" in report["text"].splitlines()
     with session_factory.begin() as session:
         (push,) = queries.recent_pushes(session, 1)
     assert push.push.status == "done"

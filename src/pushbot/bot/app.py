@@ -10,11 +10,12 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import signal
 import warnings
+from collections.abc import Sequence
 from typing import Any
 
 from telegram import BotCommand, BotCommandScopeChat, LinkPreviewOptions
-from telegram._utils.defaultvalue import DEFAULT_NONE
 from telegram.error import TelegramError
 from telegram.ext import Application, ApplicationBuilder, Defaults, filters
 from telegram.request import HTTPXRequest
@@ -41,6 +42,9 @@ ALLOWED_UPDATES = ["message", "edited_message", "callback_query", "my_chat_membe
 # The Application's own requests (replies, progress edits) need few connections: the
 # broadcaster has its own pool of BROADCAST_POOL_SIZE.
 APP_CONNECTION_POOL = 16
+# The signals that stop `pushbot run`: ptb's documented default for run_polling/run_webhook,
+# spelt out so that callers can also pass None (no handlers, for a bot off the main thread).
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGABRT)
 
 # ConversationHandlers mixing commands and buttons warn that buttons are tracked per chat,
 # not per message; that is exactly what we want for one admin conversation per chat.
@@ -169,7 +173,7 @@ async def announce_resumed(app: AnyApp, svc: Services, push_uuid: Any) -> None:
     watch_job(app, push_uuid, chat_id, status.message_id)
 
 
-def run(app: AnyApp, settings: Settings, stop_signals: Any = DEFAULT_NONE) -> None:
+def run(app: AnyApp, settings: Settings, stop_signals: Sequence[int] | None = STOP_SIGNALS) -> None:
     """Serve until stopped: webhook when WEBHOOK_URL is set, long polling otherwise."""
     if settings.webhook_url is not None:
         app.run_webhook(

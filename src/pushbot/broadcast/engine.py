@@ -157,7 +157,7 @@ class Broadcaster:
             lease=self._lease,
             delivery=delivery,
             gateway=gateway,
-            workers=settings.broadcast_workers,
+            workers=settings.effective_broadcast_workers,
             page_size=options.page_size,
             flush_batch=options.flush_batch,
             flush_interval=options.flush_interval,

@@ -65,7 +65,7 @@ class Transport:
         self._settings = settings
         self._deadline = REQUEST_DEADLINE_FACTOR * request_timeout
         self._make_request = request_factory or httpx_request_factory(
-            settings.broadcast_pool_size, request_timeout
+            settings.effective_broadcast_pool_size, request_timeout
         )
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: threading.Thread | None = None
