@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
 from typing import Any
 from uuid import UUID
 
@@ -91,3 +92,12 @@ class FakeClock:
 
     def __call__(self) -> float:
         return self.now
+
+
+def wait_until(condition: Callable[[], bool], timeout: float) -> None:
+    """Poll until `condition` holds; AssertionError once `timeout` seconds have passed."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not true within {timeout} s")
+        time.sleep(0.01)

@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from pushbot.broadcast.ledger import OutcomeWriter, copies_to_delete, pending_recipients
 from pushbot.db import queries
+from tests.broadcast import helpers
 from tests.broadcast.helpers import counts, create_push, notifications, subscribe
 
 Factory = sessionmaker[Session]
@@ -89,9 +90,7 @@ def test_an_outcome_is_committed_within_the_interval(session_factory: Factory) -
     writer.start()
     assert writer.take_slot(threading.Event())
     writer.submit(delivered(1))
-    deadline = time.monotonic() + 3
-    while writer.committed == 0 and time.monotonic() < deadline:
-        time.sleep(0.02)
+    helpers.wait_until(lambda: writer.committed > 0, timeout=3)
     assert writer.committed == 1
     writer.close()
 
@@ -113,7 +112,7 @@ def test_no_more_than_slots_sends_are_ever_uncommitted(session_factory: Factory)
     taken: list[bool] = []
     fourth = threading.Thread(target=lambda: taken.append(writer.take_slot(stop)))
     fourth.start()
-    time.sleep(0.3)
+    helpers.wait_until(lambda: writer.senders_waiting, timeout=5)
     assert taken == [] and writer.uncommitted == 3  # blocked: 3 outcomes not yet committed
     gate.set()  # the commit lands, the slots come back
     fourth.join(timeout=5)

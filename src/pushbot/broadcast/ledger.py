@@ -252,6 +252,12 @@ class OutcomeWriter(Generic[OutcomeT]):
         return self._flushes
 
     @property
+    def senders_waiting(self) -> bool:
+        """A sender is blocked in take_slot until outcomes are committed."""
+        with self._lock:
+            return self._starved
+
+    @property
     def uncommitted(self) -> int:
         """Sends under way or awaiting commit (never more than `slots`)."""
         with self._lock:
