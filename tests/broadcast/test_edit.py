@@ -1,0 +1,273 @@
+"""/edit in the engine: every delivered copy is corrected exactly once, whatever Telegram does."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+from uuid import UUID
+
+import pytest
+
+from pushbot.broadcast.engine import BroadcastBusy, Broadcaster, InvalidPushState
+from pushbot.broadcast.progress import JobKind, JobState
+from pushbot.db import queries
+from pushbot.db.models import PushStatus
+from pushbot.db.queries import EditedText
+from tests.broadcast import helpers
+from tests.broadcast.conftest import Scene, budget_floods
+from tests.broadcast.test_bad_days import quick_probes
+from tests.tgstandin.support import raw
+
+BOLD_FIX: tuple[dict[str, Any], ...] = ({"type": "bold", "offset": 0, "length": 5},)
+FIX = EditedText("Fixed news, everyone!", BOLD_FIX)
+
+
+def successful_edits(scene: Scene, method: str = "editMessageText") -> Counter[int]:
+    return Counter(
+        int(call.params["chat_id"]) for call in scene.tg.calls(method) if call.status == 200
+    )
+
+
+def copy_of(scene: Scene, chat_id: int) -> dict[str, Any]:
+    [copy] = [m for m in scene.tg.inbox(chat_id) if m.get("copied_from")]
+    return copy
+
+
+def pushed(scene: Scene, broadcaster: Broadcaster) -> UUID:
+    push_uuid = scene.push()
+    assert broadcaster.launch_push(push_uuid).wait(timeout=30).state is JobState.DONE
+    return push_uuid
+
+
+def stored(scene: Scene, push_uuid: UUID) -> queries.PushSummary:
+    with scene.factory.begin() as session:
+        push = queries.get_push(session, push_uuid)
+    assert push is not None
+    return push
+
+
+def test_every_delivered_copy_is_edited_once_and_a_deleted_copy_is_unchanged(
+    scene: Scene,
+) -> None:
+    users = scene.users(40, blocked=4)
+    reachable = users[4:]
+    broadcaster = scene.broadcaster()
+    push_uuid = pushed(scene, broadcaster)
+    deleted_by_user = reachable[:2]
+    for chat_id in deleted_by_user:
+        scene.tg.user_deletes_message(chat_id, copy_of(scene, chat_id)["message_id"])
+
+    handle = broadcaster.launch_edit(push_uuid, FIX)
+    report = handle.wait(timeout=30)
+
+    assert handle.kind is JobKind.EDIT
+    assert report.kind is JobKind.EDIT and report.state is JobState.DONE
+    assert (report.total, report.sent, report.failed, report.purged) == (36, 34, 0, 0)
+    assert report.unchanged_by_reason == {"deleted by the user": 2}
+    assert report.left == 0
+    edited = [chat_id for chat_id in reachable if chat_id not in deleted_by_user]
+    assert successful_edits(scene) == Counter(edited)
+    for chat_id in edited:
+        copy = copy_of(scene, chat_id)
+        assert copy["text"] == FIX.text and copy["entities"] == list(BOLD_FIX)
+    push = stored(scene, push_uuid)
+    assert push.status is PushStatus.DONE and push.edited_at is not None
+    assert (push.edited_text, push.edited_entities) == (FIX.text, BOLD_FIX)
+    assert push.text == "hello", "the original text stays on record"
+    counts = helpers.counts(scene.factory, push_uuid)
+    assert (counts.edited, counts.edit_unchanged, counts.edit_failed) == (34, 2, 0)
+    assert counts.edit_pending == 0
+    rows = helpers.notifications(scene.factory, push_uuid)
+    assert {rows[chat_id].edit_error for chat_id in deleted_by_user} == {"deleted by the user"}
+    assert all(rows[chat_id].edited_at is not None for chat_id in reachable)
+
+
+def test_each_edit_is_a_new_round_over_every_copy(scene: Scene) -> None:
+    users = scene.users(12)
+    broadcaster = scene.broadcaster()
+    push_uuid = pushed(scene, broadcaster)
+    assert broadcaster.launch_edit(push_uuid, FIX).wait(timeout=30).sent == 12
+
+    same = broadcaster.launch_edit(push_uuid, FIX).wait(timeout=30)
+    assert same.sent == 0 and same.unchanged_by_reason == {"already had this text": 12}
+
+    again = broadcaster.launch_edit(push_uuid, EditedText("Third time")).wait(timeout=30)
+    assert again.state is JobState.DONE and again.sent == 12 and again.unchanged == 0
+    assert all(copy_of(scene, u)["text"] == "Third time" for u in users)
+    assert "entities" not in copy_of(scene, users[0]), "the new text's formatting, not the old"
+    assert successful_edits(scene) == Counter(users * 2)
+
+
+def test_a_blocked_user_cannot_get_the_edit_and_stays_in_the_audience(scene: Scene) -> None:
+    users = scene.users(6)
+    broadcaster = scene.broadcaster()
+    push_uuid = pushed(scene, broadcaster)
+    scene.tg.set_user_state(users[0], "blocked", notify=False)
+
+    report = broadcaster.launch_edit(push_uuid, FIX).wait(timeout=30)
+
+    assert report.sent == 5 and report.failed_by_reason == {"blocked": 1}
+    assert report.purged == 0 and helpers.purged(scene.factory) == {}
+    assert helpers.counts(scene.factory, push_uuid).edit_failed_by_reason == {"blocked": 1}
+
+
+def test_five_percent_of_edits_answered_502_lose_none_and_double_none(scene: Scene) -> None:
+    users = scene.users(300)
+    broadcaster = scene.broadcaster(workers=8, gateway=quick_probes(1e6))
+    push_uuid = pushed(scene, broadcaster)
+    scene.tg.inject_faults(kind="502", rate=0.05, methods={"editMessageText"})
+
+    report = broadcaster.launch_edit(push_uuid, FIX).wait(timeout=60)
+    scene.tg.inject_faults(rate=0.0)
+
+    assert scene.tg.count("editMessageText", 502) > 0
+    assert report.sent == 300 and report.failed == 0 and report.unchanged == 0
+    assert successful_edits(scene) == Counter(users)
+    assert all(copy_of(scene, u)["text"] == FIX.text for u in users)
+
+
+def test_a_429_for_one_chat_delays_that_copy_only(
+    scene: Scene, caplog: pytest.LogCaptureFixture
+) -> None:
+    users = scene.users(40)
+    helpers.subscribe(scene.factory, [scene.admin])
+    broadcaster = scene.broadcaster(workers=8)
+    push_uuid = pushed(scene, broadcaster)
+    scene.tg.set_limits(
+        enabled=True, global_rate=10_000, global_burst=10_000, per_chat_rate=1, per_chat_burst=1
+    )
+    # The admin's chat (the first the edit reaches: the lowest id) has just had a message
+    # from the bot that went around our budgets: its one-per-second slot is spent.
+    assert raw(scene.tg, "sendMessage", chat_id=scene.admin, text="status").status_code == 200
+
+    report = broadcaster.launch_edit(push_uuid, FIX).wait(timeout=60)
+
+    assert scene.tg.count("editMessageText", 429) == 1
+    assert budget_floods(caplog) == 0  # nobody else waited
+    assert report.sent == 41 and report.failed == 0 and report.unchanged == 0
+    assert successful_edits(scene) == Counter([*users, scene.admin])
+
+
+def test_a_media_broadcast_has_its_caption_edited(scene: Scene) -> None:
+    users = scene.users(8)
+    photo = scene.tg.send_photo(scene.admin, "Old caption")
+    source = int(photo.get("message", photo)["message_id"])
+    with scene.factory.begin() as session:
+        push_uuid = queries.create_push(
+            session,
+            queries.PushDraft(
+                text="Old caption",
+                content_type="photo",
+                source_chat_id=scene.admin,
+                source_message_id=source,
+                admin_id=scene.admin,
+            ),
+        ).uuid
+    broadcaster = scene.broadcaster()
+    broadcaster.launch_push(push_uuid).wait(timeout=30)
+
+    report = broadcaster.launch_edit(push_uuid, EditedText("New caption", BOLD_FIX)).wait(30)
+
+    assert report.sent == 8 and report.failed == 0
+    assert successful_edits(scene, "editMessageCaption") == Counter(users)
+    assert scene.tg.count("editMessageText") == 0
+    for user in users:
+        copy = copy_of(scene, user)
+        assert copy["caption"] == "New caption" and copy["caption_entities"] == list(BOLD_FIX)
+        assert "photo" in copy
+
+
+def test_an_undo_overtakes_a_running_edit_and_removes_every_copy(scene: Scene) -> None:
+    users = scene.users(300)
+    broadcaster = scene.broadcaster(rate=150.0)
+    push_uuid = pushed(scene, broadcaster)
+    editing = broadcaster.launch_edit(push_uuid, FIX)
+    scene.tg.wait_for(lambda: scene.tg.count("editMessageText", 200) >= 40, timeout=20)
+
+    retracting = broadcaster.launch_retract(push_uuid)
+
+    assert editing.wait(timeout=10).state is JobState.SUPERSEDED
+    report = retracting.wait(timeout=30)
+    assert report.state is JobState.RETRACTED and report.sent == 300 and report.failed == 0
+    edited = scene.tg.count("editMessageText", 200)
+    assert edited < 300, "the edit stopped before it reached everyone"
+    assert all(not scene.tg.inbox(u) for u in users)
+    assert helpers.status(scene.factory, push_uuid) == PushStatus.RETRACTED
+    broadcaster.shutdown()
+    assert scene.broadcaster().resume_unfinished() == []
+
+
+def test_an_undo_after_an_edit_removes_every_copy(scene: Scene) -> None:
+    users = scene.users(20)
+    broadcaster = scene.broadcaster()
+    push_uuid = pushed(scene, broadcaster)
+    broadcaster.launch_edit(push_uuid, FIX).wait(timeout=30)
+
+    report = broadcaster.launch_retract(push_uuid).wait(timeout=30)
+
+    assert report.sent == 20 and report.failed == 0
+    assert all(not scene.tg.inbox(u) for u in users)
+
+
+def test_an_interrupted_edit_resumes_with_only_what_is_left(scene: Scene) -> None:
+    users = scene.users(200)
+    push_uuid = pushed(scene, scene.broadcaster())
+    slow = scene.broadcaster(rate=150.0)
+    editing = slow.launch_edit(push_uuid, FIX)
+    scene.tg.wait_for(lambda: scene.tg.count("editMessageText", 200) >= 40, timeout=20)
+    slow.shutdown()
+    assert editing.wait(timeout=1).state is JobState.INTERRUPTED
+    assert helpers.status(scene.factory, push_uuid) == PushStatus.EDITING
+
+    restarted = scene.broadcaster()
+    assert restarted.resume_unfinished() == [push_uuid]
+    report = restarted.wait(push_uuid, timeout=30)
+
+    # A clean shutdown records every edit in flight: nothing is edited twice.
+    assert report.kind is JobKind.EDIT and report.state is JobState.DONE
+    assert report.sent == 200 and report.unchanged == 0 and report.failed == 0
+    assert successful_edits(scene) == Counter(users)
+    assert scene.tg.count("editMessageText") == 200
+    assert all(copy_of(scene, u)["text"] == FIX.text for u in users)
+
+
+def test_retractions_resume_first_then_edits_then_pushes(scene: Scene) -> None:
+    scene.users(5)
+    broadcaster = scene.broadcaster()
+    to_edit, to_retract = pushed(scene, broadcaster), pushed(scene, broadcaster)
+    broadcaster.shutdown()
+    with scene.factory.begin() as session:
+        assert queries.begin_edit(session, to_edit, FIX)
+        assert queries.change_push_status(session, to_retract, PushStatus.RETRACTING)
+    to_send = scene.push()  # running, never started
+
+    restarted = scene.broadcaster()
+    assert restarted.resume_unfinished() == [to_retract, to_edit, to_send]
+    assert restarted.wait(to_send, timeout=30).state is JobState.DONE
+    assert restarted.wait(to_edit).sent == 5
+    assert restarted.wait(to_retract).state is JobState.RETRACTED
+
+
+def test_only_a_finished_broadcast_is_edited_and_one_job_at_a_time(scene: Scene) -> None:
+    scene.users(200)
+    broadcaster = scene.broadcaster(rate=50.0)
+    done = pushed(scene, broadcaster)
+    running = scene.push()
+    sending = broadcaster.launch_push(running)
+    scene.wait_until_sent(201)
+
+    with pytest.raises(BroadcastBusy) as busy:
+        broadcaster.launch_edit(done, FIX)
+    assert busy.value.active.uuid == running
+    assert helpers.status(scene.factory, done) == PushStatus.DONE, "a refused edit stores nothing"
+    assert stored(scene, done).edited_text is None
+
+    assert broadcaster.cancel(running)
+    assert sending.wait(timeout=10).state is JobState.CANCELLED
+    with pytest.raises(InvalidPushState):
+        broadcaster.launch_edit(running, FIX)  # cancelled part-way
+    assert helpers.status(scene.factory, running) == PushStatus.CANCELLED
+    never_sent = scene.push()  # `running` in the ledger, no copy out yet
+    with pytest.raises(InvalidPushState):
+        broadcaster.launch_edit(never_sent, FIX)
+    assert helpers.status(scene.factory, never_sent) == PushStatus.RUNNING
