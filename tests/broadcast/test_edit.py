@@ -4,12 +4,21 @@ from __future__ import annotations
 
 from collections import Counter
 from typing import Any
-from uuid import UUID
+from uuid import UUID, uuid4
 
 import pytest
+from telegram import MessageEntity
 
 from pushbot.broadcast.engine import BroadcastBusy, Broadcaster, InvalidPushState
 from pushbot.broadcast.progress import JobKind, JobState
+from pushbot.broadcast.service import (
+    BroadcastService,
+    CannotEdit,
+    EditVerdict,
+    InvalidEditText,
+    UnknownBroadcast,
+    edit_text_problem,
+)
 from pushbot.db import queries
 from pushbot.db.models import PushStatus
 from pushbot.db.queries import EditedText
@@ -271,3 +280,114 @@ def test_only_a_finished_broadcast_is_edited_and_one_job_at_a_time(scene: Scene)
     with pytest.raises(InvalidPushState):
         broadcaster.launch_edit(never_sent, FIX)
     assert helpers.status(scene.factory, never_sent) == PushStatus.RUNNING
+
+
+# --- the service: what /edit may do, and where its status goes ---------------------------------
+
+
+def test_the_service_says_which_broadcasts_can_be_edited(scene: Scene) -> None:
+    scene.users(3)
+    broadcaster = scene.broadcaster()
+    service = BroadcastService(scene.factory, broadcaster)
+    done = pushed(scene, broadcaster)
+    never_sent = scene.push()
+    cancelled = scene.push()
+    retracted = pushed(scene, broadcaster)
+    with scene.factory.begin() as session:
+        assert queries.change_push_status(session, cancelled, PushStatus.CANCELLED)
+        assert queries.change_push_status(session, retracted, PushStatus.RETRACTING)
+        assert queries.change_push_status(session, retracted, PushStatus.RETRACTED)
+
+    verdicts = {
+        push_uuid: service.check_edit(push_uuid).verdict
+        for push_uuid in (done, never_sent, cancelled, retracted)
+    }
+
+    assert verdicts == {
+        done: EditVerdict.EDIT,
+        never_sent: EditVerdict.NOT_DONE,
+        cancelled: EditVerdict.CANCELLED,
+        retracted: EditVerdict.ALREADY_RETRACTED,
+    }
+    assert service.check_edit(done).copies == 3
+    assert [row.push.uuid for row in service.editable(10)] == [done]
+    with pytest.raises(UnknownBroadcast):
+        service.check_edit(uuid4())
+    with pytest.raises(CannotEdit) as refused:
+        service.edit(cancelled, "Fixed")
+    assert refused.value.check.verdict is EditVerdict.CANCELLED
+
+
+def test_nothing_delivered_or_nothing_to_correct_is_refused(scene: Scene) -> None:
+    broadcaster = scene.broadcaster()
+    service = BroadcastService(scene.factory, broadcaster)
+    nobody = pushed(scene, broadcaster)  # an empty audience
+    scene.users(2)
+    with scene.factory.begin() as session:
+        sticker = queries.create_push(
+            session,
+            queries.PushDraft(None, "sticker", scene.admin, scene.source_message_id, scene.admin),
+        ).uuid
+        assert queries.change_push_status(session, sticker, PushStatus.DONE)
+
+    assert service.check_edit(nobody).verdict is EditVerdict.NOTHING_DELIVERED
+    assert service.check_edit(sticker).verdict is EditVerdict.NO_TEXT
+
+
+@pytest.mark.parametrize(
+    ("content_type", "text", "problem"),
+    [
+        ("text", "   ", "the corrected text is empty"),
+        ("text", "x" * 4097, "the corrected text is 4097 characters long; Telegram allows 4096"),
+        (
+            "photo",
+            "é" * 1025,
+            "the corrected caption is 1025 characters long; Telegram allows 1024",
+        ),
+        # Telegram counts UTF-16 code units: an emoji outside the BMP is two.
+        ("text", "🎉" * 2049, "the corrected text is 4098 characters long; Telegram allows 4096"),
+    ],
+)
+def test_a_text_telegram_would_refuse_is_refused_in_one_line(
+    content_type: str, text: str, problem: str
+) -> None:
+    assert edit_text_problem(content_type, text) == problem
+    assert edit_text_problem(content_type, "Fine") is None
+
+
+def test_an_edit_through_the_service_shows_its_status_where_asked(scene: Scene) -> None:
+    users = scene.users(5)
+    service = BroadcastService(scene.factory, scene.broadcaster())
+    report = service.push(draft_of(scene, status_message_id=70)).wait(timeout=30)
+    service.report_posted(report.uuid, 71)
+    bold = MessageEntity(MessageEntity.BOLD, 0, 5)
+
+    with pytest.raises(InvalidEditText, match="empty"):
+        service.edit(report.uuid, "", status_message=(scene.admin, 80))
+    assert service.check_edit(report.uuid).push.status_message_id == 70, "refused: unchanged"
+    edited = service.edit(report.uuid, "Fixed text", [bold], (scene.admin, 80)).wait(timeout=30)
+    service.report_posted(report.uuid, 81)
+
+    assert edited.sent == 5
+    assert all(copy_of(scene, u)["entities"] == [bold.to_dict()] for u in users)
+    push = service.get(report.uuid)
+    assert push is not None and push.edited_text == "Fixed text"
+    assert (push.report_chat_id, push.status_message_id, push.report_message_id) == (
+        scene.admin,
+        80,
+        81,
+    )
+    assert service.find_by_message(scene.admin, 81) == push
+    assert service.undo(report.uuid).wait(timeout=30).sent == 5
+    assert all(not scene.tg.inbox(u) for u in users)
+
+
+def draft_of(scene: Scene, status_message_id: int) -> queries.PushDraft:
+    return queries.PushDraft(
+        text="Big news, everyone!",
+        content_type="text",
+        source_chat_id=scene.admin,
+        source_message_id=scene.source_message_id,
+        admin_id=scene.admin,
+        status_message_id=status_message_id,
+    )

@@ -142,10 +142,7 @@ class Baseline:
         edit the copies of its round (delivered, not retracted)."""
         if kind is JobKind.EDIT:
             return cls(
-                total=counts.edited
-                + counts.edit_unchanged
-                + counts.edit_failed
-                + counts.edit_pending,
+                total=counts.retract_pending,  # every copy not retracted (see edit_pending)
                 sent=counts.edited,
                 failed_by_reason=counts.edit_failed_by_reason,
                 unchanged_by_reason=counts.edit_unchanged_by_reason,

@@ -178,11 +178,10 @@ class PushCounts:
     retract_failed: int = 0
     retract_failed_by_reason: dict[str, int] = field(default_factory=dict)
     retract_pending: int = 0  # sent, retraction not attempted yet
-    # The latest /edit round over the delivered copies (none yet: all of them pending).
+    # The latest /edit round over the delivered copies.
     edited: int = 0
     edit_unchanged_by_reason: dict[str, int] = field(default_factory=dict)
     edit_failed_by_reason: dict[str, int] = field(default_factory=dict)
-    edit_pending: int = 0  # delivered, not retracted, not edited in the latest round
 
     @property
     def edit_unchanged(self) -> int:
@@ -191,6 +190,12 @@ class PushCounts:
     @property
     def edit_failed(self) -> int:
         return sum(self.edit_failed_by_reason.values())
+
+    @property
+    def edit_pending(self) -> int:
+        """Copies the latest edit round has not reached yet. A broadcast being edited has
+        no retraction, so its round goes over every copy not retracted."""
+        return max(0, self.retract_pending - self.edited - self.edit_unchanged - self.edit_failed)
 
 
 @dataclass(frozen=True)
@@ -1171,7 +1176,6 @@ class _Tally:
         self.failed_by_reason: defaultdict[str, int] = defaultdict(int)
         self.retract_failed_by_reason: defaultdict[str, int] = defaultdict(int)
         self.edited = 0
-        self.edit_pending = 0
         self.edit_unchanged_by_reason: defaultdict[str, int] = defaultdict(int)
         self.edit_failed_by_reason: defaultdict[str, int] = defaultdict(int)
 
@@ -1192,8 +1196,6 @@ class _Tally:
             self.edit_unchanged_by_reason[row.edit_error or UNKNOWN_REASON] += row.n
         elif row.edit_status == EditStatus.FAILED:
             self.edit_failed_by_reason[row.edit_error or UNKNOWN_REASON] += row.n
-        elif row.retract_status is None:
-            self.edit_pending += row.n
 
     def counts(self) -> PushCounts:
         return PushCounts(
@@ -1209,7 +1211,6 @@ class _Tally:
             edited=self.edited,
             edit_unchanged_by_reason=dict(self.edit_unchanged_by_reason),
             edit_failed_by_reason=dict(self.edit_failed_by_reason),
-            edit_pending=self.edit_pending,
         )
 
 
