@@ -157,6 +157,20 @@ def test_a_429_for_one_chat_delays_that_copy_only(
     assert successful_edits(scene) == Counter([*users, scene.admin])
 
 
+def test_a_broadcast_too_old_to_retract_can_still_be_edited(scene: Scene) -> None:
+    users = scene.users(5)
+    broadcaster = scene.broadcaster()
+    push_uuid = pushed(scene, broadcaster)
+    scene.tg.age_messages(72)
+
+    edited = broadcaster.launch_edit(push_uuid, FIX).wait(timeout=30)
+    retracted = broadcaster.launch_retract(push_uuid).wait(timeout=30)
+
+    assert edited.sent == 5 and edited.failed == 0
+    assert all(copy_of(scene, u)["text"] == FIX.text for u in users)
+    assert retracted.sent == 0 and retracted.failed_by_reason == {"older than 48 hours": 5}
+
+
 def test_a_media_broadcast_has_its_caption_edited(scene: Scene) -> None:
     users = scene.users(8)
     photo = scene.tg.send_photo(scene.admin, "Old caption")
