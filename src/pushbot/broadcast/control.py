@@ -3,9 +3,9 @@ that stores.
 
 Every decision about a job is taken here, under one lock (launches and steering never
 interleave), and a decision that must survive a restart (paused, cancelled, retracting,
-editing) is
-stored through `queries.change_push_status` before the call that made it returns. A push
-this process is not running is steered in the ledger alone (compare-and-set on its status).
+editing) is stored through `queries.change_push_status` before the call that made it
+returns. A push this process is not running is steered in the ledger alone (compare-and-set
+on its status).
 
 One job at a time, across processes too: before a launch this process takes the broadcast
 lease (pushbot.broadcast.lease) unless it holds it already for jobs of its own; when another
