@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 from uuid import UUID, uuid4
 
 import pytest
+from sqlalchemy.orm import Session, sessionmaker
 from telegram import MessageEntity
 
 from pushbot.broadcast.engine import BroadcastBusy, Broadcaster, InvalidPushState
+from pushbot.broadcast.pacing import Pacer
 from pushbot.broadcast.progress import JobKind, JobState
 from pushbot.broadcast.service import (
     BroadcastService,
@@ -19,13 +25,16 @@ from pushbot.broadcast.service import (
     UnknownBroadcast,
     edit_text_problem,
 )
+from pushbot.config import Settings
 from pushbot.db import queries
 from pushbot.db.models import PushStatus
 from pushbot.db.queries import EditedText
 from tests.broadcast import helpers
-from tests.broadcast.conftest import Scene, budget_floods
+from tests.broadcast.conftest import Scene, budget_floods, post_as_admin
 from tests.broadcast.test_bad_days import quick_probes
+from tests.fixtures.process import BotProcess, base_env
 from tests.tgstandin.support import raw
+from tgstandin import StandIn, StandInConfig
 
 BOLD_FIX: tuple[dict[str, Any], ...] = ({"type": "bold", "offset": 0, "length": 5},)
 FIX = EditedText("Fixed news, everyone!", BOLD_FIX)
@@ -404,4 +413,71 @@ def draft_of(scene: Scene, status_message_id: int) -> queries.PushDraft:
         source_message_id=scene.source_message_id,
         admin_id=scene.admin,
         status_message_id=status_message_id,
+    )
+
+
+# --- across processes ------------------------------------------------------------------------
+
+
+def test_a_bot_process_resumes_an_edit_and_pushbot_push_waits_its_turn(
+    standin_factory: Callable[..., StandIn],
+    bot_process: BotProcess,
+    db_url: str,
+    session_factory: sessionmaker[Session],
+    tmp_path: Path,
+) -> None:
+    """An edit `editing` in the ledger, as a killed bot leaves it: the next bot process
+    carries it on, and a `pushbot push` meanwhile is refused, naming the edit."""
+    tg = standin_factory(StandInConfig(limits_enabled=False, latency=(0.01, 0.03)))
+    admin = tg.add_user(helpers.ADMIN_ID)
+    source = post_as_admin(tg, admin, "Once, with a typo.")
+    users = tg.add_users(300)
+    helpers.subscribe(session_factory, users)
+    push_uuid = helpers.create_push(session_factory, admin, source)
+    with session_factory.begin() as session:
+        queries.set_push_message_ids(session, push_uuid, report_chat_id=admin)
+    settings = Settings(bot_token=tg.token, telegram_base_url=tg.base_url, broadcast_rate=1000.0)
+    sender = Broadcaster(settings, session_factory, pacer=Pacer(1000.0))
+    with sender:
+        assert sender.launch_push(push_uuid).wait(timeout=60).sent == 300
+    with session_factory.begin() as session:
+        assert queries.begin_edit(session, push_uuid, FIX)
+    env = {
+        "BOT_TOKEN": tg.token,
+        "TELEGRAM_BASE_URL": tg.base_url,
+        "ADMIN_IDS": str(admin),
+        "DATABASE_URL": db_url,
+        "LOG_LEVEL": "INFO",
+    }
+    bot_process.env.update(env)
+
+    bot_process.start()  # at the default 29.8 edits/s: about ten seconds
+    tg.wait_for(lambda: sum(successful_edits_of(tg, admin).values()) >= 30, timeout=60)
+    refused = subprocess.run(
+        [sys.executable, "-m", "pushbot", "push", "Me too, right now"],
+        env=base_env(**{**env, "LOG_LEVEL": "WARNING"}),
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+    assert refused.returncode == 3, refused.stderr
+    assert refused.stderr.strip().splitlines() == [
+        f"pushbot: broadcast {push_uuid} is still being edited; one at a time."
+    ]
+    assert sum(successful_edits_of(tg, admin).values()) < 300, "refused while editing"
+    report = tg.wait_for_message(
+        admin, lambda m: "Broadcast edited" in m.get("text", ""), timeout=90
+    )
+    assert "Edited 300 · Unchanged 0 · Could not edit 0" in report["text"]
+    assert successful_edits_of(tg, admin) == Counter(users)
+    assert helpers.status(session_factory, push_uuid) == PushStatus.DONE
+
+
+def successful_edits_of(tg: StandIn, admin: int) -> Counter[int]:
+    return Counter(
+        int(c.params["chat_id"])
+        for c in tg.calls("editMessageText")
+        if c.status == 200 and int(c.params["chat_id"]) != admin
     )

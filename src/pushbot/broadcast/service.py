@@ -1,7 +1,7 @@
 """The broadcast service: the one owner of a push's life.
 
-Handlers, the CLI and the demo ask it, and only it, to create, launch, steer, retract and
-look up broadcasts; the engine (pushbot.broadcast.engine) only executes the jobs it is
+Handlers, the CLI and the demo ask it, and only it, to create, launch, steer, edit, retract
+and look up broadcasts; the engine (pushbot.broadcast.engine) only executes the jobs it is
 given. What a push may become is the transitions table beside `PushStatus`
 (pushbot.db.models.PUSH_TRANSITIONS), enforced by the one query that changes a status.
 
