@@ -277,3 +277,21 @@ def test_a_retracted_broadcast_cannot_be_edited(fast_bot: BotHarness) -> None:
 
     assert "It is retracted" in refused["text"] and "reply_markup" not in refused
     assert "Send me" not in refused["text"]
+
+
+def test_help_and_the_admin_commands_list_edit_for_admins_only(bot: BotHarness) -> None:
+    user = bot.tg.add_user()
+    bot.say("/help", user)
+    assert "/edit" not in bot.tg.wait_for_message(user)["text"]
+    bot.say("/help", ADMIN_ID)
+    help_text = bot.tg.wait_for_message(ADMIN_ID)["text"]
+    assert "/edit — Correct a broadcast's text in every chat" in help_text
+
+    registered = {
+        "everyone" if call.params.get("scope") is None else "admin": [
+            command["command"] for command in call.params["commands"]
+        ]
+        for call in bot.tg.calls("setMyCommands")
+        if call.status == 200 and call.params.get("scope", {}).get("chat_id") in (None, ADMIN_ID)
+    }
+    assert "edit" in registered["admin"] and "edit" not in registered["everyone"]
