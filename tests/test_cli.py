@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
+from uuid import uuid4
 
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
@@ -130,6 +132,55 @@ def test_cli_push_history_and_undo(
     assert "retracted" in history.stdout
     again = _cli(["undo", str(row.push.uuid)], env, tmp_path)
     assert "already retracted" in again.stdout
+
+
+def test_cli_edit_corrects_every_copy_and_history_says_so(
+    standin: StandIn, db_url: str, session_factory: sessionmaker[Session], tmp_path: Path
+) -> None:
+    standin.set_limits(enabled=False)
+    standin.add_user(1000)
+    users = standin.add_users(10)
+    with session_factory.begin() as session:
+        for user in users:
+            queries.subscribe_chat(session, queries.ChatInfo(id=user, type="private"))
+    env = base_env(
+        BOT_TOKEN=standin.token,
+        TELEGRAM_BASE_URL=standin.base_url,
+        ADMIN_IDS="1000",
+        DATABASE_URL=db_url,
+    )
+    assert _cli(["push", "Helo from the terminal"], env, tmp_path).returncode == 0
+    (row,) = _recent(session_factory)
+    uuid = str(row.push.uuid)
+
+    edited = _cli(["edit", uuid], env, tmp_path, stdin="Hello from the terminal\n")
+
+    assert edited.returncode == 0, edited.stderr
+    assert "Now: “Hello from the terminal”" in edited.stdout
+    assert "Edited 10 · Unchanged 0 · Could not edit 0" in edited.stdout
+    assert all(standin.inbox(u)[-1]["text"] == "Hello from the terminal" for u in users)
+    history = _cli(["history"], env, tmp_path)
+    [line] = [line for line in history.stdout.splitlines() if uuid in line]
+    assert "Hello from the terminal" in line and "Helo" not in line
+    assert re.search(r"\(Edited \d{4}-\d\d-\d\d \d\d:\d\d UTC\)$", line), line
+
+    again = _cli(["edit", uuid, "Hello from the terminal"], env, tmp_path)
+    assert "Edited 0 · Unchanged 10 (already had this text: 10)" in again.stdout
+    for args, code, problem in [
+        (["edit", uuid, "  "], 2, "configuration error: text: the corrected text is empty"),
+        (["edit", str(uuid4()), "Hi"], 3, "pushbot: no broadcast"),
+        (["edit", "not-a-uuid", "Hi"], 2, "invalid UUID value"),
+    ]:
+        refused = _cli(args, env, tmp_path)
+        assert refused.returncode == code, refused.stderr
+        assert problem in refused.stderr.strip().splitlines()[-1]
+        assert "Traceback" not in refused.stderr
+    assert _cli(["undo", uuid], env, tmp_path).returncode == 0
+    gone = _cli(["edit", uuid, "Too late"], env, tmp_path)
+    assert gone.returncode == 3
+    assert gone.stderr.strip().splitlines()[-1] == (
+        f"pushbot: broadcast {uuid}: it is retracted: nothing left to edit"
+    )
 
 
 def test_cli_stats_prints_the_numbers_and_writes_the_chart(

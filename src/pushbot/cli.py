@@ -1,4 +1,4 @@
-"""`pushbot run | push | undo | history | stats | demo`.
+"""`pushbot run | push | edit | undo | history | stats | demo`.
 
 Bad settings end the command with one line naming the variable (exit code 2), never a
 traceback; so does a database that cannot be used, and a token Telegram rejects. `pushbot run`
@@ -89,6 +89,12 @@ def _parser() -> argparse.ArgumentParser:
         "(default: the lowest of ADMIN_IDS)",
     )
     push.set_defaults(handler=cmd_push)
+    edit = commands.add_parser("edit", help="correct a broadcast's text in every chat")
+    edit.add_argument("uuid", type=UUID)
+    edit.add_argument(
+        "text", nargs="?", help="the corrected text or caption (read from stdin when omitted)"
+    )
+    edit.set_defaults(handler=cmd_edit)
     undo = commands.add_parser("undo", help="retract a broadcast from every chat")
     undo.add_argument("uuid", type=UUID)
     undo.set_defaults(handler=cmd_undo)
@@ -225,9 +231,72 @@ def _refuse_busy(active: Progress) -> int:
     if active.uuid == UNKNOWN_PUSH:
         print("pushbot: another broadcast is running; one at a time.", file=sys.stderr)
     else:
-        doing = "retracting" if active.kind is JobKind.RETRACT else "running"
+        doing = {JobKind.RETRACT: "retracting", JobKind.EDIT: "being edited"}.get(
+            active.kind, "running"
+        )
         print(f"pushbot: broadcast {active.uuid} is still {doing}; one at a time.", file=sys.stderr)
     return EXIT_REFUSED
+
+
+def cmd_edit(args: argparse.Namespace) -> int:
+    from pushbot.bot.render import render_edit_report
+    from pushbot.broadcast.engine import BroadcastBusy
+    from pushbot.broadcast.service import (
+        CannotEdit,
+        EditCheck,
+        EditVerdict,
+        InvalidEditText,
+        UnknownBroadcast,
+        edit_text_problem,
+    )
+    from pushbot.runtime import Runtime
+
+    refusals = {
+        EditVerdict.ALREADY_RETRACTED: "it is retracted: nothing left to edit",
+        EditVerdict.NOT_DONE: "it is not finished yet",
+        EditVerdict.CANCELLED: "it was cancelled part-way: retract it and push the corrected one",
+        EditVerdict.NO_TEXT: "it has no text or caption to correct",
+        EditVerdict.NOTHING_DELIVERED: "no copy was delivered: nothing to edit",
+    }
+
+    def refuse(check: EditCheck) -> int:
+        print(f"pushbot: broadcast {args.uuid}: {refusals[check.verdict]}", file=sys.stderr)
+        return EXIT_REFUSED
+
+    settings = _settings()
+    text = args.text if args.text is not None else sys.stdin.read().strip()
+    runtime = Runtime.create(settings)
+    broadcasts = runtime.broadcasts
+    try:
+        try:
+            check = broadcasts.check_edit(args.uuid)
+        except UnknownBroadcast:
+            print(f"pushbot: no broadcast {args.uuid}", file=sys.stderr)
+            return EXIT_REFUSED
+        if check.verdict is not EditVerdict.EDIT:
+            return refuse(check)
+        problem = edit_text_problem(check.push.content_type, text)
+        if problem is not None:
+            raise ConfigError("text", problem)
+        # The same rule as /edit, across processes: one job at a time.
+        active = broadcasts.busy()
+        if active is not None:
+            return _refuse_busy(active)
+        broadcasts.start()
+        try:
+            handle = broadcasts.edit(args.uuid, text)
+        except CannotEdit as refused:
+            return refuse(refused.check)
+        except InvalidEditText as invalid:
+            raise ConfigError("text", str(invalid)) from None
+        except BroadcastBusy as busy:
+            return _refuse_busy(busy.active)
+        report = _follow(handle)
+        print(render_edit_report(report, text))
+        return 0
+    finally:
+        broadcasts.shutdown()
+        runtime.close()
 
 
 def cmd_undo(args: argparse.Namespace) -> int:
@@ -279,7 +348,7 @@ def cmd_undo(args: argparse.Namespace) -> int:
 
 
 def cmd_history(args: argparse.Namespace) -> int:
-    from pushbot.bot.render import excerpt
+    from pushbot.bot.render import edited_line, excerpt
     from pushbot.runtime import Runtime
 
     runtime = Runtime.create(_settings(require_token=False))
@@ -296,10 +365,12 @@ def cmd_history(args: argparse.Namespace) -> int:
     )
     for row in rows:
         push, counts = row.push, row.counts
+        edited = edited_line(push)
         print(
             f"{push.created_at:%Y-%m-%d %H:%M}  {push.uuid!s:36}  {push.status:10}  "
             f"{counts.sent:>6}  {counts.failed:>6}  {counts.retracted:>7}  "
-            f"{excerpt(push.text, push.content_type, 40)}"
+            f"{excerpt(push.current_text, push.content_type, 40)}"
+            + ("" if edited is None else f"  ({edited})")
         )
     return 0
 

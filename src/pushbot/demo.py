@@ -2,7 +2,8 @@
 
 It starts the Bot API stand-in with a crowd of simulated people, runs the real bot
 (the same code path as `pushbot run`) against it on an embedded SQLite database, plays the
-people and an admin through /start, /stop, /push, /undo and /stats, and prints what they saw.
+people and an admin through /start, /stop, /push, /edit, /undo and /stats, and prints what they
+saw.
 """
 
 from __future__ import annotations
@@ -118,8 +119,30 @@ def _play(tg: StandIn, runtime: Runtime, users: int) -> None:
         "(the deactivated accounts were purged by the broadcast)\n"
     )
 
-    _step("The admin replies /undo to the report")
-    tg.send_text(ADMIN_ID, "/undo", reply_to_message_id=report["message_id"])
+    carol = people[2]
+    _step("Carol deletes her copy; the admin spots a mistake and replies /edit to the report")
+    tg.user_deletes_message(carol, tg.inbox(carol)[-1]["message_id"])
+    _wait_stored(tg, runtime, report["message_id"])
+    tg.send_text(ADMIN_ID, "/edit", reply_to_message_id=report["message_id"])
+    say("Ada", "/edit  (as a reply to the report)")
+    ask = tg.wait_for_message(ADMIN_ID, lambda m: "corrected text" in m.get("text", ""), WAIT)
+    say("bot", ask["text"])
+    correction = "🎉 Version 2 is out! Send /help to see what is new."
+    tg.send_text(ADMIN_ID, correction)
+    say("Ada", correction)
+    apply = tg.wait_for_message(ADMIN_ID, lambda m: "Apply the" in m.get("text", ""), WAIT)
+    say("bot", "[preview] " + correction)
+    say("bot", apply["text"] + "   [✅ Apply] [✖️ Cancel]")
+    tg.press_button(ADMIN_ID, ADMIN_ID, apply["message_id"], "edit:apply")
+    say("Ada", "presses ✅ Apply")
+    edited = _await_report(tg, "Broadcast edited", apply["message_id"])
+    say("bot", edited["text"])
+    say("Bob", "now reads: " + tg.inbox(people[1])[-1].get("text", ""))
+    print("   (Carol's deleted copy counts as unchanged; nobody got a second message)\n")
+
+    _step("The admin replies /undo to the edit's report")
+    _wait_stored(tg, runtime, edited["message_id"])
+    tg.send_text(ADMIN_ID, "/undo", reply_to_message_id=edited["message_id"])
     say("Ada", "/undo  (as a reply to the report)")
     ask = tg.wait_for_message(ADMIN_ID, lambda m: "Delete it" in m.get("text", ""), timeout=WAIT)
     say("bot", ask["text"] + "   [🗑 Retract] [✖️ Keep]")
@@ -170,18 +193,29 @@ def _await_report(tg: StandIn, phrase: str, status_message_id: int) -> dict[str,
     raise TimeoutError(f"no report containing {phrase!r}")
 
 
+def _wait_stored(tg: StandIn, runtime: Runtime, report_message_id: int) -> None:
+    """The bot records a report's id right after posting it; a person replies later than
+    that, the demo could reply sooner."""
+    tg.wait_for(
+        lambda: runtime.broadcasts.find_by_message(ADMIN_ID, report_message_id) is not None,
+        timeout=WAIT,
+    )
+
+
 def _newest(tg: StandIn, match: Callable[[dict[str, Any]], bool]) -> dict[str, Any] | None:
     return next((m for m in reversed(tg.inbox(ADMIN_ID)) if match(m)), None)
 
 
 def _print_history(runtime: Runtime) -> None:
-    from pushbot.bot.render import excerpt
+    from pushbot.bot.render import edited_line, excerpt
 
     for row in runtime.broadcasts.recent(5):
+        edited = edited_line(row.push)
         print(
             f"   {row.push.created_at:%H:%M:%S}  {row.push.status:10} delivered "
             f"{row.counts.sent}, failed {row.counts.failed}, removed {row.counts.retracted}  "
-            f"{excerpt(row.push.text, row.push.content_type, 40)}"
+            f"{excerpt(row.push.current_text, row.push.content_type, 40)}"
+            + ("" if edited is None else f"  ({edited})")
         )
 
 

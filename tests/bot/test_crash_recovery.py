@@ -125,3 +125,64 @@ def test_sigkill_mid_undo_carries_on_with_only_what_is_left(
         (row,) = queries.recent_pushes(session, 1)
     assert row.push.status == "retracted" and row.push.deleted
     assert row.counts.retracted == RECIPIENTS
+
+
+def test_sigkill_mid_edit_resumes_with_only_what_is_left(
+    standin: StandIn, bot_process: BotProcess, db_url: str, session_factory: sessionmaker[Session]
+) -> None:
+    standin.add_user(ADMIN)
+    users = standin.add_users(RECIPIENTS)
+    _seed_audience(session_factory, users)
+    _start_bot(standin, bot_process, db_url)
+    status_id = _launch_push(standin)
+    report = standin.wait_for_message(
+        ADMIN,
+        lambda m: "Broadcast finished" in m.get("text", "") and m["message_id"] > status_id,
+        timeout=90,
+    )
+
+    def report_stored() -> bool:
+        with session_factory.begin() as session:
+            found = queries.find_push_by_message(session, ADMIN, report["message_id"])
+        return found is not None
+
+    standin.wait_for(report_stored)
+    standin.send_text(ADMIN, "/edit", reply_to_message_id=report["message_id"])
+    standin.wait_for_message(ADMIN, lambda m: "corrected text" in m.get("text", ""), timeout=30)
+    standin.send_text(ADMIN, "Survived a crash, corrected")
+    confirm = standin.wait_for_message(
+        ADMIN, lambda m: "Apply the correction?" in m.get("text", ""), timeout=30
+    )
+    standin.press_button(ADMIN, ADMIN, confirm["message_id"], "edit:apply")
+
+    def edits() -> Counter[int]:
+        return Counter(
+            int(c.params["chat_id"])
+            for c in standin.calls("editMessageText")
+            if c.status == 200 and int(c.params["chat_id"]) != ADMIN
+        )
+
+    standin.wait_for(lambda: sum(edits().values()) >= RECIPIENTS // 3, timeout=60)
+    bot_process.kill()
+    assert sum(edits().values()) < RECIPIENTS, "the kill should land mid-edit"
+
+    _start_bot(standin, bot_process, db_url)
+    standin.wait_for_message(ADMIN, lambda m: "resuming the edit" in m.get("text", ""), timeout=60)
+    edited = standin.wait_for_message(
+        ADMIN, lambda m: "Broadcast edited" in m.get("text", ""), timeout=90
+    )
+
+    # Every copy edited exactly once: an edit sent again after the crash (at most the
+    # workers' in flight) answers "not modified" and counts as unchanged.
+    assert edits() == Counter(users)
+    for user in users:
+        [copy] = [m for m in standin.inbox(user) if m.get("copied_from")]
+        assert copy["text"] == "Survived a crash, corrected"
+    with session_factory.begin() as session:
+        (row,) = queries.recent_pushes(session, 1)
+    assert row.push.status == "done" and row.push.edited_at is not None
+    counts = row.counts
+    assert counts.edited + counts.edit_unchanged == RECIPIENTS and counts.edit_failed == 0
+    assert counts.edit_unchanged <= WORKERS
+    assert set(counts.edit_unchanged_by_reason) <= {"already had this text"}
+    assert f"Edited {counts.edited} · Unchanged {counts.edit_unchanged}" in edited["text"]

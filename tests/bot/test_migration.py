@@ -26,9 +26,12 @@ def copies_to(bot: BotHarness, chat_id: int) -> list[int]:
 
 
 def report_of(bot: BotHarness, confirm: dict[str, Any]) -> dict[str, Any]:
-    return bot.next_reply(
+    report = bot.next_reply(
         confirm["message_id"], lambda m: "Broadcast finished" in m.get("text", ""), timeout=60
     )
+    # The bot stores the report's id right after Telegram returns it (BotHarness.push).
+    bot.tg.wait_for(lambda: bot.push_of(report["message_id"]) is not None)
+    return report
 
 
 def test_the_subscription_moves_when_the_bot_hears_of_the_upgrade(fast_bot: BotHarness) -> None:

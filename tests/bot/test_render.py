@@ -4,10 +4,18 @@ from __future__ import annotations
 
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from typing import Any
 from uuid import uuid4
 
 from pushbot.bot import render
-from pushbot.broadcast.progress import Baseline, JobKind, JobState, JobTally, Progress
+from pushbot.broadcast.progress import (
+    Baseline,
+    JobKind,
+    JobReport,
+    JobState,
+    JobTally,
+    Progress,
+)
 from pushbot.db.models import PushStatus
 from pushbot.db.queries import (
     AudienceChanges,
@@ -198,3 +206,111 @@ def test_stats_name_every_number() -> None:
 
 def test_stats_of_a_bot_that_never_broadcast() -> None:
     assert render.render_stats(stats_report([])).endswith("\nNo broadcasts yet.")
+
+
+# --- /edit -------------------------------------------------------------------------------------
+
+EDITING = replace(
+    RUNNING,
+    kind=JobKind.EDIT,
+    total=300,
+    done=130,
+    sent=120,
+    failed=2,
+    left=170,
+    unchanged_by_reason={"deleted by the user": 8},
+)
+
+
+def test_an_edit_shows_edited_unchanged_and_could_not_edit() -> None:
+    text = render.render_progress(EDITING)
+
+    assert text.splitlines()[0] == "✏️ Editing broadcast"
+    assert "Edited 120 · Unchanged 8 · Could not edit 2 · Left 170" in text
+    assert "29.5 msg/s · ETA 0:20" in text
+    assert render.job_keyboard(EDITING.uuid, JobState.RUNNING, JobKind.EDIT) is None
+
+
+def test_an_edit_starting_says_so() -> None:
+    assert render.render_progress(replace(NOT_COUNTED, kind=JobKind.EDIT)) == (
+        "✏️ Editing broadcast\nstarting…"
+    )
+
+
+def test_the_tally_counts_unchanged_copies_as_done() -> None:
+    tally = JobTally(RUNNING.uuid, JobKind.EDIT)
+    tally.set_baseline(Baseline(total=4, sent=1, unchanged_by_reason={"already had this text": 1}))
+    tally.unchanged("deleted by the user")
+
+    progress = tally.progress()
+    report = tally.report(JobState.DONE)
+
+    assert (progress.done, progress.left, progress.unchanged) == (3, 1, 2)
+    assert report.unchanged_by_reason == {"already had this text": 1, "deleted by the user": 1}
+    assert report.left == 1
+
+
+def edit_report(**changes: Any) -> JobReport:
+    base = JobReport(
+        uuid=uuid4(),
+        kind=JobKind.EDIT,
+        state=JobState.DONE,
+        total=40,
+        sent=36,
+        failed=1,
+        failed_by_reason={"blocked": 1},
+        purged=0,
+        elapsed=2.0,
+        pace=20.0,
+        started_at=STATS_AT,
+        finished_at=STATS_AT,
+        unchanged_by_reason={"deleted by the user": 2, "already had this text": 1},
+    )
+    return replace(base, **changes)
+
+
+def test_the_edit_report_shows_the_new_text_and_every_copy() -> None:
+    text = render.render_edit_report(edit_report(), "Fixed: the event is on Friday")
+
+    assert text.splitlines() == [
+        "✏️ Broadcast edited",
+        "Now: “Fixed: the event is on Friday”",
+        "Edited 36 · Unchanged 3 (deleted by the user: 2, already had this text: 1) · "
+        "Could not edit 1 (blocked: 1)",
+        "Time: 0:02 · 20.0 edits/s",
+        "",
+        "Reply /undo to this message to retract it from every chat, or /edit to correct it again.",
+    ]
+
+
+def test_an_edit_that_reached_nobody_offers_nothing_more() -> None:
+    text = render.render_edit_report(
+        edit_report(sent=0, failed=3, unchanged_by_reason={}, failed_by_reason={"blocked": 3}),
+        "Fix",
+    )
+
+    assert "Edited 0 · Unchanged 0 · Could not edit 3 (blocked: 3)" in text
+    assert "Reply /undo" not in text
+
+
+def test_the_summary_shows_the_corrected_text_and_when() -> None:
+    (stats,) = [broadcast("Tpyo", 10, 0, 0, None)]
+    edited = replace(
+        stats.push,
+        edited_text="Typo fixed",
+        edited_at=datetime(2026, 11, 29, 13, 5, tzinfo=UTC),
+    )
+    counts = PushCounts(sent=10)
+
+    summary = render.render_push_summary(edited, counts, now=STATS_AT)
+    while_editing = render.render_push_summary(
+        replace(edited, status=PushStatus.EDITING), counts, now=STATS_AT
+    )
+
+    assert summary.splitlines()[1:] == [
+        "“Typo fixed”",
+        "Edited 2026-11-29 13:05 UTC",
+        "Copies out: 10 (status: done)",
+    ]
+    assert "Being edited now" in while_editing
+    assert "Edited" not in render.render_push_summary(stats.push, counts, now=STATS_AT)

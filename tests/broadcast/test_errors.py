@@ -26,6 +26,7 @@ from pushbot.broadcast.errors import (
     Action,
     Verdict,
     classify_delete_error,
+    classify_edit_error,
     classify_send_error,
     describe,
 )
@@ -152,3 +153,51 @@ def test_a_migrated_group_is_followed_never_purged() -> None:
     assert verdict.moved_to == -1001234
     assert not verdict.purges and not verdict.is_final  # the copy is still owed, elsewhere
     assert "migrated to supergroup" not in PURGE_REASONS
+
+
+@pytest.mark.parametrize(
+    ("error", "expected"),
+    [
+        (
+            BadRequest(
+                "Bad Request: message is not modified: specified new message content and reply "
+                "markup are exactly the same as a current content and reply markup of the message"
+            ),
+            Verdict(Action.UNCHANGED, "already had this text"),
+        ),
+        (
+            BadRequest("Bad Request: message to edit not found"),
+            Verdict(Action.UNCHANGED, "deleted by the user"),
+        ),
+        (
+            BadRequest("Bad Request: message can't be edited"),
+            Verdict(Action.FAIL, "message can't be edited"),
+        ),
+        (Forbidden("Forbidden: bot was blocked by the user"), Verdict(Action.FAIL, "blocked")),
+        (Forbidden("Forbidden: user is deactivated"), Verdict(Action.FAIL, "deactivated")),
+        (
+            Forbidden("Forbidden: bot was kicked from the group chat"),
+            Verdict(Action.FAIL, "kicked"),
+        ),
+        (BadRequest("Bad Request: chat not found"), Verdict(Action.FAIL, "chat not found")),
+        (ChatMigrated(-100), Verdict(Action.FAIL, "migrated to supergroup")),
+        (TimedOut(), Verdict(Action.TRANSIENT, "timed out")),
+        (NetworkError("Bad Gateway"), Verdict(Action.TRANSIENT, "network error")),
+        (RetryAfter(timedelta(seconds=2)), Verdict(Action.RETRY_AFTER, "flood control", 2.0)),
+        (InvalidToken(), Verdict(Action.FATAL, "invalid token")),
+    ],
+    ids=lambda value: type(value).__name__ if isinstance(value, Exception) else "",
+)
+def test_edit_outcomes(error: Exception, expected: Verdict) -> None:
+    assert classify_edit_error(error) == expected
+
+
+def test_edits_never_purge_and_unchanged_is_final() -> None:
+    for error in (
+        Forbidden("Forbidden: bot was blocked by the user"),
+        Forbidden("Forbidden: user is deactivated"),
+        BadRequest("Bad Request: chat not found"),
+    ):
+        assert not classify_edit_error(error).purges
+    unchanged = classify_edit_error(BadRequest("Bad Request: message to edit not found"))
+    assert unchanged.is_final and not unchanged.purges

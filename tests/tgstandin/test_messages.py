@@ -221,6 +221,36 @@ def test_delete_not_found_and_too_old(standin: StandIn) -> None:
     assert [m["text"] for m in standin.inbox(user)] == ["two"]
 
 
+def test_a_bots_message_can_be_edited_at_any_age_unless_the_user_deleted_it(
+    standin: StandIn,
+) -> None:
+    """The Bot API's 48-hour edit window is for business messages only (/edit relies on it)."""
+    standin.set_limits(enabled=False)
+    user = standin.add_user()
+    old = raw(standin, "sendMessage", chat_id=user, text="old").json()["result"]
+    gone = raw(standin, "sendMessage", chat_id=user, text="gone").json()["result"]
+    standin.age_messages(72)
+    standin.user_deletes_message(user, gone["message_id"])
+    bold = [{"type": "bold", "offset": 0, "length": 3}]
+
+    edited = raw(
+        standin,
+        "editMessageText",
+        chat_id=user,
+        message_id=old["message_id"],
+        text="new text",
+        entities=bold,
+    ).json()
+    missing = raw(
+        standin, "editMessageText", chat_id=user, message_id=gone["message_id"], text="x"
+    ).json()
+
+    assert edited["ok"] and edited["result"]["text"] == "new text"
+    assert edited["result"]["entities"] == bold
+    assert missing["description"] == "Bad Request: message to edit not found"
+    assert [(m["text"], m.get("entities")) for m in standin.inbox(user)] == [("new text", bold)]
+
+
 def test_user_deletes_a_copy_themselves(standin: StandIn) -> None:
     user = standin.add_user()
     sent = raw(standin, "sendMessage", chat_id=user, text="hi").json()["result"]

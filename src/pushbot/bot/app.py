@@ -22,6 +22,7 @@ from telegram.request import HTTPXRequest
 from telegram.warnings import PTBUserWarning
 
 from pushbot.bot import errors, render
+from pushbot.bot.edit import edit_conversation
 from pushbot.bot.jobs import job_button_handler, post_report, watch_job
 from pushbot.bot.ordering import PerChatOrderedProcessor
 from pushbot.bot.push import push_conversation
@@ -51,6 +52,8 @@ STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGABRT)
 warnings.filterwarnings("ignore", message=".*per_message.*", category=PTBUserWarning)
 
 AnyApp = Application[Any, Any, Any, Any, Any, Any]
+# What the admin is told is being resumed after a restart.
+RESUMED_JOBS = {JobKind.PUSH: "broadcast", JobKind.RETRACT: "retraction", JobKind.EDIT: "edit"}
 
 
 class ReportRelay:
@@ -113,6 +116,7 @@ def add_handlers(app: AnyApp, settings: Settings) -> None:
     admins = filters.User(user_id=settings.admin_ids, allow_empty=False)
     app.add_handler(push_conversation(admins))
     app.add_handler(undo_conversation(admins))
+    app.add_handler(edit_conversation(admins))
     app.add_handler(stats_handler(admins))
     app.add_handler(job_button_handler())
     app.add_handlers(user_handlers())
@@ -154,7 +158,7 @@ async def announce_resumed(app: AnyApp, svc: Services, push_uuid: Any) -> None:
     if push is None or progress is None:
         return
     chat_id = push.report_chat_id or push.admin_id
-    verb = "retraction" if progress.kind is JobKind.RETRACT else "broadcast"
+    verb = RESUMED_JOBS[progress.kind]
     try:
         await app.bot.send_message(
             chat_id,

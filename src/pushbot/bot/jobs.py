@@ -1,4 +1,4 @@
-"""Keeping the admin informed about a running broadcast or retraction.
+"""Keeping the admin informed about a running broadcast, edit or retraction.
 
 A watcher task per job edits its status message every few seconds (only when something
 changed: Telegram answers 400 "message is not modified" otherwise), the Pause / Resume /
@@ -98,14 +98,24 @@ async def post_report(app: Application[Any, Any, Any, Any, Any, Any], report: Jo
         return
     if report.state in (JobState.PAUSED, JobState.FAILED):
         if report.error:
+            # An edit has no Resume button: it carries on at the next start, or a new /edit.
+            again = (
+                "/edit it again to retry"
+                if report.kind is JobKind.EDIT
+                else "press Resume on its status message to try again"
+            )
             await app.bot.send_message(
                 push.report_chat_id,
-                f"⚠️ The job stopped by itself: {report.error}. "
-                "It is kept as it is; press Resume on its status message to try again.",
+                f"⚠️ The job stopped by itself: {report.error}. It is kept as it is; {again}.",
             )
         return
     retract = report.kind is JobKind.RETRACT
-    text = render.render_retract_report(report) if retract else render.render_push_report(report)
+    if report.kind is JobKind.EDIT:
+        text = render.render_edit_report(report, push.current_text)
+    elif retract:
+        text = render.render_retract_report(report)
+    else:
+        text = render.render_push_report(report)
     if push.status_message_id is not None:
         await _edit_status(
             app, push.report_chat_id, push.status_message_id, _final_status_line(report), None
@@ -120,9 +130,15 @@ async def post_report(app: Application[Any, Any, Any, Any, Any, Any], report: Jo
         await asyncio.to_thread(svc.broadcasts.report_posted, report.uuid, sent.message_id)
 
 
+FINAL_STATUS_SUBJECTS = {
+    JobKind.PUSH: "Broadcast",
+    JobKind.RETRACT: "Retraction",
+    JobKind.EDIT: "Edit",
+}
+
+
 def _final_status_line(report: JobReport) -> str:
-    verb = "Retraction" if report.kind is JobKind.RETRACT else "Broadcast"
-    return f"{verb} {report.state}: see the report below."
+    return f"{FINAL_STATUS_SUBJECTS[report.kind]} {report.state}: see the report below."
 
 
 async def on_job_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
@@ -167,6 +183,8 @@ def busy_text(push_uuid: UUID, active: Progress) -> str:
     done = f" ({int(100 * active.done / active.total)}% done)" if active.total else ""
     if active.kind == JobKind.RETRACT:
         return f"A retraction is running{done}; resume this broadcast when it ends."
+    if active.kind == JobKind.EDIT:
+        return f"An edit is running{done}; resume this broadcast when it ends."
     return f"Another broadcast is running{done}; resume this one when it ends."
 
 

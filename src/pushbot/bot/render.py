@@ -12,6 +12,7 @@ from uuid import UUID
 from telegram import InlineKeyboardButton, InlineKeyboardMarkup
 
 from pushbot.broadcast.progress import JobKind, JobReport, JobState, Progress
+from pushbot.db.models import PushStatus
 from pushbot.db.queries import AudienceChanges, BroadcastStats, PushCounts, PushSummary
 from pushbot.stats import StatsReport
 
@@ -47,19 +48,21 @@ def by_reason(counts: dict[str, int]) -> str:
     )
 
 
+PROGRESS_TITLES = {
+    JobKind.PUSH: "📣 Broadcasting",
+    JobKind.RETRACT: "🗑 Retracting broadcast",
+    JobKind.EDIT: "✏️ Editing broadcast",
+}
+
+
 def render_progress(progress: Progress) -> str:
-    retracting = progress.kind is JobKind.RETRACT
-    title = "🗑 Retracting broadcast" if retracting else "📣 Broadcasting"
+    title = PROGRESS_TITLES[progress.kind]
     if progress.state is JobState.PAUSED:
         title += " — paused"
     lines = [title]
     counted = counts_known(progress)
     if counted:
-        done_label = "Removed" if retracting else "Delivered"
-        lines += [
-            progress_bar(fraction_done(progress)),
-            f"{done_label} {progress.sent} · Failed {progress.failed} · Left {progress.left}",
-        ]
+        lines += [progress_bar(fraction_done(progress)), _progress_counts(progress)]
     if progress.state is JobState.PAUSED:
         # No pace while paused: the text stays the same, so the message is not edited again.
         lines.append("Press Resume to carry on.")
@@ -77,6 +80,16 @@ def render_progress(progress: Progress) -> str:
     return "\n".join(lines)
 
 
+def _progress_counts(progress: Progress) -> str:
+    if progress.kind is JobKind.EDIT:
+        return (
+            f"Edited {progress.sent} · Unchanged {progress.unchanged} · "
+            f"Could not edit {progress.failed} · Left {progress.left}"
+        )
+    done_label = "Removed" if progress.kind is JobKind.RETRACT else "Delivered"
+    return f"{done_label} {progress.sent} · Failed {progress.failed} · Left {progress.left}"
+
+
 def fraction_done(progress: Progress) -> float:
     """Nobody to reach is all done."""
     return progress.done / progress.total if progress.total else 1.0
@@ -90,8 +103,10 @@ def counts_known(progress: Progress) -> bool:
 def job_keyboard(
     push_uuid: UUID, state: JobState, kind: JobKind = JobKind.PUSH
 ) -> InlineKeyboardMarkup | None:
-    if kind is JobKind.RETRACT:
-        return None  # a retraction runs to the end: stopping it half-way helps nobody
+    if kind is not JobKind.PUSH:
+        # A retraction or an edit runs to the end: stopping it half-way helps nobody (an
+        # /undo still overtakes an edit).
+        return None
     if state is JobState.RUNNING:
         toggle = InlineKeyboardButton("⏸ Pause", callback_data=f"job:pause:{push_uuid}")
     elif state is JobState.PAUSED:
@@ -134,15 +149,55 @@ def render_retract_report(report: JobReport) -> str:
     return "\n".join(lines)
 
 
+def render_edit_report(report: JobReport, new_text: str | None) -> str:
+    """The end of an /edit: what the copies say now, and what became of each of them."""
+    outcome = "✏️ Broadcast edited" if report.state is JobState.DONE else f"Edit {report.state}"
+    lines = [
+        outcome,
+        f"Now: “{excerpt(new_text)}”",
+        " · ".join(
+            [
+                f"Edited {report.sent}",
+                f"Unchanged {report.unchanged}" + _reasons(report.unchanged_by_reason),
+                f"Could not edit {report.failed}" + _reasons(report.failed_by_reason),
+            ]
+        ),
+        f"Time: {duration(report.elapsed)} · {report.pace:.1f} edits/s",
+    ]
+    if report.sent or report.unchanged:
+        lines += [
+            "",
+            "Reply /undo to this message to retract it from every chat, "
+            "or /edit to correct it again.",
+        ]
+    return "\n".join(lines)
+
+
+def _reasons(counts: dict[str, int]) -> str:
+    return f" ({by_reason(counts)})" if counts else ""
+
+
+def edited_line(push: PushSummary) -> str | None:
+    """Whether (and when) the copies were corrected by /edit; None if never."""
+    if push.status is PushStatus.EDITING:
+        return "Being edited now"
+    if push.edited_at is None:
+        return None
+    edited = push.edited_at if push.edited_at.tzinfo else push.edited_at.replace(tzinfo=UTC)
+    return f"Edited {edited:%Y-%m-%d %H:%M} UTC"
+
+
 def render_push_summary(push: PushSummary, counts: PushCounts, now: datetime | None = None) -> str:
     now = now or datetime.now(UTC)
     created = push.created_at if push.created_at.tzinfo else push.created_at.replace(tzinfo=UTC)
     copies_out = counts.sent - counts.retracted
     age = duration((now - created).total_seconds())
+    edited = edited_line(push)
     return "\n".join(
         [
             f"Broadcast of {created:%Y-%m-%d %H:%M} UTC ({age} ago)",
-            f"“{excerpt(push.text, push.content_type)}”",
+            f"“{excerpt(push.current_text, push.content_type)}”",
+            *([edited] if edited is not None else []),
             f"Copies out: {copies_out} (status: {push.status})",
         ]
     )

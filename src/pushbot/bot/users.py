@@ -25,8 +25,9 @@ USER_COMMANDS = {
 ADMIN_COMMANDS = {
     "push": "Broadcast a message to every subscriber",
     "undo": "Retract a broadcast (reply to its report)",
+    "edit": "Correct a broadcast's text in every chat (reply to its report)",
     "stats": "Audience and broadcast numbers, with a 90-day chart",
-    "cancel": "Leave the current /push or /undo",
+    "cancel": "Leave the current /push, /undo or /edit",
 }
 # Leaving these statuses takes a chat out of the audience; returning puts it back.
 GONE_STATUSES = frozenset({ChatMember.BANNED, ChatMember.LEFT})
@@ -80,7 +81,8 @@ async def help_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> No
 
 
 async def unknown_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-    # Also what a non-admin gets for /push and /undo: they learn nothing of the admin flow.
+    # Also what a non-admin gets for /push, /undo and /edit: they learn nothing of the admin
+    # flow.
     if update.effective_message is not None:
         await update.effective_message.reply_text("Sorry, I don't know that command. /help")
 

@@ -1,9 +1,11 @@
-"""Job control: what may be launched, paused, resumed, cancelled or retracted, and what that stores.
+"""Job control: what may be launched, paused, resumed, cancelled, retracted or edited, and what
+that stores.
 
 Every decision about a job is taken here, under one lock (launches and steering never
-interleave), and a decision that must survive a restart (paused, cancelled, retracting) is
-stored through `queries.change_push_status` before the call that made it returns. A push
-this process is not running is steered in the ledger alone (compare-and-set on its status).
+interleave), and a decision that must survive a restart (paused, cancelled, retracting,
+editing) is stored through `queries.change_push_status` before the call that made it
+returns. A push this process is not running is steered in the ledger alone (compare-and-set
+on its status).
 
 One job at a time, across processes too: before a launch this process takes the broadcast
 lease (pushbot.broadcast.lease) unless it holds it already for jobs of its own; when another
@@ -48,6 +50,12 @@ __all__ = [
 
 # Who is busy when the ledger cannot tell (a placeholder uuid: all zeros).
 UNKNOWN_PUSH = UUID(int=0)
+# The job some process runs for a push in each of these statuses.
+_KIND_WHILE = {
+    PushStatus.RETRACTING: JobKind.RETRACT,
+    PushStatus.EDITING: JobKind.EDIT,
+    PushStatus.RUNNING: JobKind.PUSH,
+}
 
 
 class BroadcastError(Exception):
@@ -150,7 +158,10 @@ class JobControl:
             if same is not None:
                 return self._handle(same)
             push = load_push(self._factory, push_uuid)
-            sending = self._registry.find(push_uuid, JobKind.PUSH)
+            # Its sending, or its edit: either stops, and its copies are deleted.
+            sending = self._registry.find(push_uuid, JobKind.PUSH) or self._registry.find(
+                push_uuid, JobKind.EDIT
+            )
             others = [job for job in self._registry.unfinished() if job is not sending]
             if others:
                 raise BroadcastBusy(others[0].progress(self._gateway))
@@ -169,6 +180,29 @@ class JobControl:
                 self._registry.enqueue(job)
             return self._handle(job)
 
+    def launch_edit(self, push_uuid: UUID, edit: queries.EditedText) -> JobHandle:
+        """See Broadcaster.launch_edit."""
+        with self._lock:
+            self._registry.require_open()
+            # Checked before anything is stored: a refused edit must leave the push `done`.
+            busy = self._registry.active()
+            if busy is not None:
+                raise BroadcastBusy(busy.progress(self._gateway))
+            push = load_push(self._factory, push_uuid)
+            if push.status not in (PushStatus.DONE, PushStatus.EDITING):
+                raise InvalidPushState(push_uuid, push.status, "only a finished push is edited")
+            # (busy_with_self: another process may be editing this very push.)
+            self._claim_lease(push_uuid, JobKind.EDIT, busy_with_self=True)
+            with self._lease_kept_on_success():
+                with self._factory.begin() as session:
+                    if not queries.begin_edit(session, push_uuid, edit):
+                        current = queries.get_push(session, push_uuid)
+                        status = "gone" if current is None else current.status
+                        raise InvalidPushState(push_uuid, status, "only a finished push is edited")
+                job = self._job(push_uuid, JobKind.EDIT, PushStatus.EDITING)
+                self._registry.enqueue(job)
+            return self._handle(job)
+
     def resume_unfinished(self) -> list[UUID]:
         """See Broadcaster.resume_unfinished."""
         with self._lock:
@@ -176,6 +210,7 @@ class JobControl:
             with self._factory.begin() as session:
                 unfinished = queries.unfinished_pushes(session)
             retracting = [p for p in unfinished if p.status == PushStatus.RETRACTING]
+            editing = [p for p in unfinished if p.status == PushStatus.EDITING]
             running = [p for p in unfinished if p.status == PushStatus.RUNNING]
             for push in unfinished:
                 if push.status == PushStatus.PAUSED:
@@ -183,6 +218,7 @@ class JobControl:
             resumed: list[UUID] = []
             for push, kind in [
                 *((p, JobKind.RETRACT) for p in retracting),
+                *((p, JobKind.EDIT) for p in editing),
                 *((p, JobKind.PUSH) for p in running),
             ]:
                 if self._registry.find(push.uuid, kind) is None:
@@ -258,19 +294,20 @@ class JobControl:
     def stop_on_fatal_error(self, job: Job, reason: str) -> None:
         """No recipient can succeed (bad token, source message deleted). A push is paused
         with the reason, so that nobody is marked failed and the admin can decide; a
-        retraction stays `retracting` in the ledger so that the next start tries again.
-        (Called from a worker: it must not wait for this controller's lock.)"""
+        retraction stays `retracting` (an edit `editing`) in the ledger so that the next
+        start tries again. (Called from a worker: it must not wait for this controller's
+        lock.)"""
 
         def record() -> None:
             logger.error("%s job of push %s stopped: %s", job.kind, job.uuid, reason)
-            if job.kind is JobKind.RETRACT:
+            if job.kind is not JobKind.PUSH:
                 return
             try:
                 store_status(self._factory, job.uuid, PushStatus.PAUSED)
             except Exception:
                 logger.exception("could not mark push %s paused", job.uuid)
 
-        state = JobState.FAILED if job.kind is JobKind.RETRACT else JobState.PAUSED
+        state = JobState.PAUSED if job.kind is JobKind.PUSH else JobState.FAILED
         job.stop_on_error(state, reason, record)
 
     # --- the lease ---------------------------------------------------------------------------
@@ -344,8 +381,7 @@ class JobControl:
                 (
                     p
                     for p in unfinished
-                    if p.status in (PushStatus.RETRACTING, PushStatus.RUNNING)
-                    and (include_self or p.uuid != push_uuid)
+                    if p.status in _KIND_WHILE and (include_self or p.uuid != push_uuid)
                 ),
                 key=lambda p: (p.uuid == push_uuid, p.status != PushStatus.RETRACTING),
             )
@@ -353,7 +389,7 @@ class JobControl:
                 return None
             push = candidates[0]
             counts = queries.push_counts(session, push.uuid)
-        kind = JobKind.RETRACT if push.status == PushStatus.RETRACTING else JobKind.PUSH
+        kind = _KIND_WHILE[push.status]
         tally = JobTally(push.uuid, kind)
         tally.set_baseline(Baseline.of(kind, counts))
         return tally.progress()

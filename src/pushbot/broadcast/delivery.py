@@ -1,11 +1,13 @@
-"""The delivery policy: one recipient's copy (or its deletion), from the first try to an outcome.
+"""The delivery policy: one recipient's copy (or its deletion, or its correction), from the first
+try to an outcome.
 
-A worker calls `deliver_copy` or `delete_copy` for one recipient. Each try takes a ticket
-from the token's gateway (Telegram answering, the chat's slot, the budget's slot), sends the
-request through the transport, and reports the answer on the ticket. What happens next is
-the verdict of pushbot.broadcast.errors:
+A worker calls `deliver_copy`, `delete_copy` or `edit_copy` for one recipient. Each try
+takes a ticket from the token's gateway (Telegram answering, the chat's slot, the budget's
+slot), sends the request through the transport, and reports the answer on the ticket. What
+happens next is the verdict of pushbot.broadcast.errors:
 
-* succeeded, gone, failed, purged: the outcome goes to the ledger's writer (`OutcomeSink`);
+* succeeded, gone, unchanged, failed, purged: the outcome goes to the ledger's writer
+  (`OutcomeSink`);
 * transient (5xx, timeouts, connection errors): retried after a back-off. It counts as an
   attempt only if the gateway says Telegram answered other requests meanwhile; after
   `max_attempts` of those the recipient is failed, never purged. An outage charges nobody;
@@ -26,10 +28,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol, TypeVar
 
-from telegram import MessageId
+from telegram import LinkPreviewOptions, MessageEntity, MessageId
 
 from pushbot.broadcast.backoff import Backoff
 from pushbot.broadcast.errors import (
@@ -37,13 +40,14 @@ from pushbot.broadcast.errors import (
     Action,
     Verdict,
     classify_delete_error,
+    classify_edit_error,
     classify_send_error,
 )
 from pushbot.broadcast.gateway import TelegramGateway
 from pushbot.broadcast.jobs import Job
 from pushbot.broadcast.transport import Transport
 from pushbot.db import queries
-from pushbot.db.models import RetractStatus
+from pushbot.db.models import EditStatus, RetractStatus
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +55,19 @@ T = TypeVar("T")
 OutcomeT = TypeVar("OutcomeT", contravariant=True)
 
 INTERNAL_ERROR_REASON = "internal error"
+# The bot's own messages (the /edit preview among them) go out without link previews
+# (pushbot.bot.app's Defaults): a corrected copy looks like its preview.
+NO_LINK_PREVIEW = LinkPreviewOptions(is_disabled=True)
+
+
+@dataclass(frozen=True)
+class CopyEdit:
+    """What every copy of an /edit round becomes: `text` with its `entities`, as the
+    message's text, or as its caption when the broadcast is a photo, video, document…"""
+
+    text: str
+    entities: tuple[MessageEntity, ...] = ()
+    caption: bool = False
 
 
 class OutcomeSink(Protocol[OutcomeT]):
@@ -158,6 +175,52 @@ class Delivery:
             outcomes.submit(
                 queries.RetractOutcome(chat_id, RetractStatus.FAILED.value, reason, now)
             )
+            job.tally.failed(reason, purged=False)
+
+    def edit_copy(
+        self,
+        job: Job,
+        outcomes: OutcomeSink[queries.EditOutcome],
+        chat_id: int,
+        message_id: int,
+        edit: CopyEdit,
+    ) -> None:
+        def correct() -> Coroutine[Any, Any, Any]:
+            bot = self._transport.bot
+            if edit.caption:
+                return bot.edit_message_caption(
+                    chat_id=chat_id,
+                    message_id=message_id,
+                    caption=edit.text,
+                    caption_entities=edit.entities,
+                )
+            return bot.edit_message_text(
+                edit.text,
+                chat_id=chat_id,
+                message_id=message_id,
+                entities=edit.entities,
+                link_preview_options=NO_LINK_PREVIEW,
+            )
+
+        try:
+            # Telegram has no paid edit: corrections always spend the free budget.
+            _, verdict = self.attempt(job, chat_id, correct, classify_edit_error, paid=False)
+        except Exception:
+            logger.exception("editing the copy in chat %s failed unexpectedly", chat_id)
+            verdict = Verdict(Action.FAIL, INTERNAL_ERROR_REASON)
+        if verdict is None:
+            outcomes.give_back_slot()
+            return
+        now = datetime.now(UTC)
+        reason = verdict.reason or INTERNAL_ERROR_REASON
+        if verdict.action is Action.SUCCEEDED:
+            outcomes.submit(queries.EditOutcome(chat_id, EditStatus.EDITED.value, None, now))
+            job.tally.succeeded()
+        elif verdict.action is Action.UNCHANGED:
+            outcomes.submit(queries.EditOutcome(chat_id, EditStatus.UNCHANGED.value, reason, now))
+            job.tally.unchanged(reason)
+        else:
+            outcomes.submit(queries.EditOutcome(chat_id, EditStatus.FAILED.value, reason, now))
             job.tally.failed(reason, purged=False)
 
     def attempt(

@@ -1,4 +1,5 @@
-"""The Broadcaster: sends a copy of a push to every recipient, or deletes every copy again.
+"""The Broadcaster: sends a copy of a push to every recipient, corrects every copy's text, or
+deletes every copy again.
 
 It executes jobs and nothing else (a push's life is pushbot.broadcast.service's), one at a
 time, here and across processes. It is the facade of its parts, each of which says in its
@@ -6,18 +7,18 @@ docstring what it owns and what it does not:
 
 * `transport.py` — the engine's own event loop thread and `telegram.Bot`, which the worker
   threads drive with `asyncio.run_coroutine_threadsafe`;
-* `delivery.py` — the delivery policy: one recipient's copy or deletion, its tries through
+* `delivery.py` — the delivery policy: one recipient's copy, edit or deletion, its tries through
   the gateway, their classification (`errors.py`) and back-off (`backoff.py`);
 * `runner.py` — the runner thread and the worker pool: waits for and watches the
   cross-process lease, feeds the pool from the ledger's pages, finishes each job;
 * `jobs.py` — a job's life as one state (`Stage`), and the registry of this process's jobs;
-* `control.py` — launching, pausing, resuming, cancelling and retracting: the decisions and
+* `control.py` — launching, pausing, resuming, cancelling, retracting and editing: the decisions and
   the push statuses they store, and the lease claimed at a launch;
 * `ledger.py` — pending rows in, outcomes out in group commits, the crash bound;
   `lease.py` — the broadcast lease itself.
 
-Every push status change that must survive a restart (paused, cancelled, retracting, done,
-retracted) is written to the database before the call that caused it returns.
+Every push status change that must survive a restart (paused, cancelled, retracting, editing,
+done, retracted) is written to the database before the call that caused it returns.
 """
 
 from __future__ import annotations
@@ -58,6 +59,7 @@ from pushbot.broadcast.progress import JobKind, JobReport, JobState, Progress
 from pushbot.broadcast.runner import Runner
 from pushbot.broadcast.transport import REQUEST_DEADLINE_FACTOR, RequestFactory, Transport
 from pushbot.config import Settings
+from pushbot.db.queries import EditedText
 
 logger = logging.getLogger(__name__)
 
@@ -97,7 +99,8 @@ class EngineOptions:
 
 
 class Broadcaster:
-    """Runs pushes and retractions against the Bot API, one job at a time, from the ledger.
+    """Runs pushes, edits and retractions against the Bot API, one job at a time, from the
+    ledger.
 
     Thread-safe. `progress()` and `active()` only read memory, so they may be called from
     an event loop; the other methods do a little database work and belong in a thread
@@ -233,10 +236,22 @@ class Broadcaster:
         """
         return self._control.launch_retract(push_uuid)
 
+    def launch_edit(self, push_uuid: UUID, edit: EditedText) -> JobHandle:
+        """Correct every delivered copy of a finished push: `editMessageText`, or
+        `editMessageCaption` for media, with `edit`'s text and formatting.
+
+        The push is `editing` with the new text before this returns, and every copy is owed
+        the edit again (a crash resumes with only the copies not yet reached). Raises
+        BroadcastBusy if any job is active, here or in another process; InvalidPushState
+        unless the push is `done` (or `editing`, an unfinished round started over);
+        UnknownPush. An /undo overtakes a running edit as it overtakes a sending."""
+        return self._control.launch_edit(push_uuid, edit)
+
     def resume_unfinished(self) -> list[UUID]:
-        """At start-up: carry on every `running` and `retracting` push from the ledger
-        (retractions first: an undo is urgent). Paused ones stay paused but their progress
-        is known; cancelled ones stay cancelled. Returns the resumed pushes in run order."""
+        """At start-up: carry on every `running`, `editing` and `retracting` push from the
+        ledger (retractions first: an undo is urgent; then edits: wrong text is on screens
+        now). Paused ones stay paused but their progress is known; cancelled ones stay
+        cancelled. Returns the resumed pushes in run order."""
         return self._control.resume_unfinished()
 
     # --- steering ----------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""What to do about each outcome of a copy or a delete: one table, tested with real ptb errors.
+"""What to do about each outcome of a copy, a delete or an edit: one table, tested with real ptb
+errors.
 
 ptb raises `BadRequest` as a subclass of `NetworkError` and turns 5xx answers into a plain
 `NetworkError`, so the order of the checks below matters: the specific classes first.
@@ -41,6 +42,9 @@ REASON_TIMED_OUT = "timed out"
 REASON_NETWORK = "network error"
 REASON_INVALID_TOKEN = "invalid token"
 REASON_SOURCE_GONE = "source message not found"
+# Why an /edit left a copy as it was (both count as unchanged, not as failures).
+REASON_COPY_DELETED = "deleted by the user"
+REASON_NOT_MODIFIED = "already had this text"
 
 # Substrings of Telegram's descriptions, matched case-insensitively (ptb re-capitalises
 # some of them and strips "Bad Request: ").
@@ -54,6 +58,8 @@ _PURGING_BAD_REQUEST = (("chat not found", REASON_CHAT_NOT_FOUND),)
 _SOURCE_GONE = ("message to copy not found", "message_id_invalid")
 _DELETE_GONE = ("message to delete not found",)
 _DELETE_TOO_OLD = ("message can't be deleted",)
+_EDIT_GONE = ("message to edit not found",)
+_EDIT_NOT_MODIFIED = ("message is not modified",)
 _DESCRIPTION_PREFIXES = ("forbidden: ", "bad request: ", "error: ", "[error]: ")
 
 
@@ -62,6 +68,7 @@ class Action(Enum):
 
     SUCCEEDED = "succeeded"  # delivered / deleted
     GONE = "gone"  # delete: the copy was already gone, which counts as removed
+    UNCHANGED = "unchanged"  # edit: nothing to correct (the copy is gone or already right)
     PURGE = "purge"  # failed for good and the chat leaves the audience
     FAIL = "fail"  # failed for good, the chat stays
     RETRY_AFTER = "retry_after"  # flood control: close the shared gate, retry (not an attempt)
@@ -87,7 +94,9 @@ class Verdict:
         return self.action in _FINAL_ACTIONS
 
 
-_FINAL_ACTIONS = frozenset({Action.SUCCEEDED, Action.GONE, Action.PURGE, Action.FAIL})
+_FINAL_ACTIONS = frozenset(
+    {Action.SUCCEEDED, Action.GONE, Action.UNCHANGED, Action.PURGE, Action.FAIL}
+)
 SUCCEEDED = Verdict(Action.SUCCEEDED)
 GONE = Verdict(Action.GONE)
 
@@ -119,6 +128,28 @@ def classify_delete_error(exc: BaseException) -> Verdict:
             return GONE
         if _mentions(description, _DELETE_TOO_OLD):
             return Verdict(Action.FAIL, REASON_TOO_OLD)
+        return Verdict(Action.FAIL, _known_reason(description, _PURGING_BAD_REQUEST))
+    if isinstance(exc, Forbidden):
+        return Verdict(Action.FAIL, _known_reason(description, _PURGING_FORBIDDEN))
+    return _classify_network_or_unknown(exc, description)
+
+
+def classify_edit_error(exc: BaseException) -> Verdict:
+    """Verdict for an exception raised by edit_message_text / edit_message_caption.
+
+    Edits never purge a chat: an edit corrects what was delivered, the audience is kept
+    true by Telegram's my_chat_member updates and by the next broadcast, which purges the
+    chats it cannot reach. 429s, 5xx and timeouts are retried exactly as copies are."""
+    common = _classify_common(exc)
+    if common is not None:
+        # A copy in the old group cannot be edited through the supergroup's id.
+        return Verdict(Action.FAIL, REASON_MIGRATED) if common.action is Action.MOVED else common
+    description = describe(exc)
+    if isinstance(exc, BadRequest):
+        if _mentions(description, _EDIT_NOT_MODIFIED):
+            return Verdict(Action.UNCHANGED, REASON_NOT_MODIFIED)
+        if _mentions(description, _EDIT_GONE):
+            return Verdict(Action.UNCHANGED, REASON_COPY_DELETED)
         return Verdict(Action.FAIL, _known_reason(description, _PURGING_BAD_REQUEST))
     if isinstance(exc, Forbidden):
         return Verdict(Action.FAIL, _known_reason(description, _PURGING_FORBIDDEN))

@@ -1,4 +1,5 @@
-"""A job and its life: one run of a push or a retraction, and the registry of this process's jobs.
+"""A job and its life: one run of a push, a retraction or an edit, and the registry of this
+process's jobs.
 
 A job's life is one value, its `Stage`, replaced as a whole under the job's lock:
 
@@ -68,7 +69,7 @@ class Stage:
 
 
 class Job:
-    """One run of a push or a retraction, from launch to its report.
+    """One run of a push, a retraction or an edit, from launch to its report.
 
     `expects`: the push's status when the job runs; any other means that another process
     handled the push meanwhile. `paid`: whether its requests spend the paid budget.
@@ -85,7 +86,7 @@ class Job:
         self.uuid = push_uuid
         self.kind = kind
         if expects is None:
-            expects = PushStatus.RUNNING if kind is JobKind.PUSH else PushStatus.RETRACTING
+            expects = _STATUS_WHILE_RUNNING[kind]
         self.expects = expects
         self.paid = paid
         self.tally = JobTally(push_uuid, kind)
@@ -153,9 +154,10 @@ class Job:
             return True
 
     def supersede(self, persist: Persist) -> None:
-        """/undo of the push this job sends: it stops as SUPERSEDED whatever stop was asked
-        before (unless its end is decided), and `persist` (the push becomes `retracting`)
-        runs under the same lock, so that the job's finish cannot store `done` after it."""
+        """/undo of the push this job sends (or edits): it stops as SUPERSEDED whatever stop
+        was asked before (unless its end is decided), and `persist` (the push becomes
+        `retracting`) runs under the same lock, so that the job's finish cannot store `done`
+        after it."""
         with self._changes:
             if not self.decided:
                 self._stop_as(JobState.SUPERSEDED)
@@ -235,6 +237,14 @@ class Job:
             self.tally.stop_clock()
             self.stop_signal.set()
         self._stage = stage
+
+
+# The push's status while a job of each kind runs.
+_STATUS_WHILE_RUNNING = {
+    JobKind.PUSH: PushStatus.RUNNING,
+    JobKind.RETRACT: PushStatus.RETRACTING,
+    JobKind.EDIT: PushStatus.EDITING,
+}
 
 
 class JobHandle:

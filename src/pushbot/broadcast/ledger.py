@@ -95,6 +95,19 @@ def copies_to_delete(
     return _keyset_pages(page, lambda copy: copy[0], page_size)
 
 
+def copies_to_edit(
+    session_factory: sessionmaker[Session], push_uuid: UUID, page_size: int = PAGE_SIZE
+) -> Iterator[tuple[int, int]]:
+    """(chat_id, message_id) of delivered copies the current /edit round has not reached yet
+    (not retracted), in chat id order."""
+
+    def page(after: int | None) -> list[tuple[int, int]]:
+        with session_factory.begin() as session:
+            return queries.copies_to_edit(session, push_uuid, after, page_size)
+
+    return _keyset_pages(page, lambda copy: copy[0], page_size)
+
+
 def _keyset_pages(
     fetch: Callable[[int | None], list[ItemT]],
     chat_id_of: Callable[[ItemT], int],

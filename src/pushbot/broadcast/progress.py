@@ -26,6 +26,7 @@ RATE_WINDOW_SECONDS = 10
 class JobKind(StrEnum):
     PUSH = "push"
     RETRACT = "retract"
+    EDIT = "edit"  # /edit: correct the text (or caption) of every delivered copy
 
 
 class JobState(StrEnum):
@@ -54,9 +55,9 @@ class Progress:
     uuid: UUID
     kind: JobKind
     state: JobState
-    total: int  # recipients (push) or copies to delete (retract)
-    done: int  # sent + failed
-    sent: int  # delivered (push) or removed, including already gone (retract)
+    total: int  # recipients (push), copies to delete (retract) or to correct (edit)
+    done: int  # sent + failed + unchanged
+    sent: int  # delivered (push), removed, including already gone (retract), edited (edit)
     failed: int
     left: int
     failed_by_reason: dict[str, int]
@@ -72,6 +73,13 @@ class Progress:
     # False until the job has read its counts from the ledger: until then the zeros above
     # mean "not known yet", not "nobody to send to".
     counted: bool = True
+    # Edit jobs: copies left as they were (deleted by the user, or already showing the
+    # text), by why.
+    unchanged_by_reason: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def unchanged(self) -> int:
+        return sum(self.unchanged_by_reason.values())
 
     @property
     def removed(self) -> int:
@@ -98,14 +106,19 @@ class JobReport:
     started_at: datetime
     finished_at: datetime
     error: str | None = None
+    unchanged_by_reason: dict[str, int] = field(default_factory=dict)  # edit jobs
 
     @property
     def removed(self) -> int:
         return self.sent
 
     @property
+    def unchanged(self) -> int:
+        return sum(self.unchanged_by_reason.values())
+
+    @property
     def left(self) -> int:
-        return max(0, self.total - self.sent - self.failed)
+        return max(0, self.total - self.sent - self.failed - self.unchanged)
 
 
 @dataclass(frozen=True)
@@ -116,6 +129,7 @@ class Baseline:
     sent: int = 0
     failed_by_reason: Mapping[str, int] = field(default_factory=dict)
     purged: int = 0
+    unchanged_by_reason: Mapping[str, int] = field(default_factory=dict)
 
     @staticmethod
     def purged_among(failed_by_reason: Mapping[str, int]) -> int:
@@ -124,7 +138,15 @@ class Baseline:
 
     @classmethod
     def of(cls, kind: JobKind, counts: PushCounts) -> Baseline:
-        """A push job counts recipients; a retraction counts the copies that were sent."""
+        """A push job counts recipients; a retraction counts the copies that were sent; an
+        edit the copies of its round (delivered, not retracted)."""
+        if kind is JobKind.EDIT:
+            return cls(
+                total=counts.retract_pending,  # every copy not retracted (see edit_pending)
+                sent=counts.edited,
+                failed_by_reason=counts.edit_failed_by_reason,
+                unchanged_by_reason=counts.edit_unchanged_by_reason,
+            )
         if kind is JobKind.RETRACT:
             return cls(
                 total=counts.sent,
@@ -194,6 +216,8 @@ class JobTally:
         self._failed_by_reason: dict[str, int] = {}
         self._failed = 0
         self._purged = 0
+        self._unchanged_by_reason: dict[str, int] = {}
+        self._unchanged = 0
         self._counted = False
         self._done_this_run = 0
         self._started = clock()
@@ -208,6 +232,8 @@ class JobTally:
             self._failed_by_reason = dict(baseline.failed_by_reason)
             self._failed = sum(baseline.failed_by_reason.values())
             self._purged = baseline.purged
+            self._unchanged_by_reason = dict(baseline.unchanged_by_reason)
+            self._unchanged = sum(baseline.unchanged_by_reason.values())
             self._counted = True
 
     def succeeded(self) -> None:
@@ -222,6 +248,15 @@ class JobTally:
             self._failed_by_reason[reason] = self._failed_by_reason.get(reason, 0) + 1
             if purged:
                 self._purged += 1
+            self._done_this_run += 1
+            self._meter.add()
+
+    def unchanged(self, reason: str) -> None:
+        """Edit jobs: the copy needed no correction (deleted by the user, or it already
+        showed the text)."""
+        with self._lock:
+            self._unchanged += 1
+            self._unchanged_by_reason[reason] = self._unchanged_by_reason.get(reason, 0) + 1
             self._done_this_run += 1
             self._meter.add()
 
@@ -242,7 +277,7 @@ class JobTally:
         running = state is JobState.RUNNING
         with self._lock:
             elapsed = self._elapsed()
-            done = self._sent + self._failed
+            done = self._sent + self._failed + self._unchanged
             left = max(0, self._total - done)
             rate = self._meter.rate() if running else 0.0
             return Progress(
@@ -264,6 +299,7 @@ class JobTally:
                 error=error,
                 unreachable_since=unreachable_since if running else None,
                 counted=self._counted,
+                unchanged_by_reason=dict(self._unchanged_by_reason),
             )
 
     def report(self, state: JobState, error: str | None = None) -> JobReport:
@@ -283,6 +319,7 @@ class JobTally:
                 started_at=self.started_at,
                 finished_at=datetime.now(UTC),
                 error=error,
+                unchanged_by_reason=dict(self._unchanged_by_reason),
             )
 
     def _elapsed(self) -> float:

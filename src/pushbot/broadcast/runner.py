@@ -9,10 +9,11 @@ For each job it takes from the registry, the runner
    whether it still holds it sends nothing new until it can, one that lost it to another
    process stops (INTERRUPTED), and a push another process changed stops too;
 3. feeds the pool of `workers` threads from the ledger's keyset pages (pending recipients,
-   or copies to delete), never more than `workers` outcomes uncommitted (the crash bound,
-   pushbot.broadcast.ledger), each item handed to the delivery policy;
-4. finishes the job: its outcome (`done`, `retracted`, or how it was stopped) is stored and
-   its report made, handed to `on_finished`, then published to whoever waits.
+   copies to delete or copies to edit), never more than `workers` outcomes uncommitted (the
+   crash bound, pushbot.broadcast.ledger), each item handed to the delivery policy;
+4. finishes the job: its outcome (`done`, also after an edit; `retracted`; or how it was
+   stopped) is stored and its report made, handed to `on_finished`, then published to
+   whoever waits.
 
 It owns the runner thread, the pool and the lease while jobs run; not the decisions to
 launch or stop jobs (pushbot.broadcast.control) nor what one recipient's delivery does
@@ -30,9 +31,10 @@ from uuid import UUID
 
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
+from telegram import MessageEntity
 
 from pushbot.broadcast.control import UnknownPush, ledger_baseline, load_push, store_status
-from pushbot.broadcast.delivery import Delivery
+from pushbot.broadcast.delivery import CopyEdit, Delivery
 from pushbot.broadcast.gateway import TelegramGateway
 from pushbot.broadcast.jobs import Job, JobRegistry
 from pushbot.broadcast.lease import (
@@ -42,7 +44,12 @@ from pushbot.broadcast.lease import (
     BroadcastLease,
     LeaseUnavailable,
 )
-from pushbot.broadcast.ledger import OutcomeWriter, copies_to_delete, pending_recipients
+from pushbot.broadcast.ledger import (
+    OutcomeWriter,
+    copies_to_delete,
+    copies_to_edit,
+    pending_recipients,
+)
 from pushbot.broadcast.progress import Baseline, JobKind, JobReport, JobState
 from pushbot.db import queries
 from pushbot.db.models import PushStatus
@@ -120,6 +127,8 @@ class Runner:
                 try:
                     if job.kind is JobKind.PUSH:
                         self._run_push(job)
+                    elif job.kind is JobKind.EDIT:
+                        self._run_edit(job)
                     else:
                         self._run_retract(job)
                 finally:
@@ -189,6 +198,31 @@ class Runner:
         copies = self._while_leased(job, copies_to_delete(self._factory, job.uuid, self._page_size))
         lost = self._feed(job, writer, copies, retract)
         self._finish(job, success=PushStatus.RETRACTED, lost=lost)
+
+    def _run_edit(self, job: Job) -> None:
+        push = load_push(self._factory, job.uuid)
+        if self._handled_elsewhere(job, push.status):
+            return
+        job.tally.set_baseline(ledger_baseline(self._factory, job.uuid, JobKind.EDIT))
+        if job.stop_signal.is_set() or push.status != PushStatus.EDITING:
+            self._finish(job, success=None, stored=push.status)
+            return
+        if push.edited_text is None:
+            raise RuntimeError("the push is being edited but no corrected text is stored")
+        edit = CopyEdit(
+            push.edited_text,
+            MessageEntity.de_list(list(push.edited_entities), None),
+            caption=push.content_type != "text",
+        )
+        writer = self._writer(job, queries.record_edits, _describe_edit)
+        edit_copy = self._delivery.edit_copy
+
+        def correct(copy: tuple[int, int]) -> None:
+            edit_copy(job, writer, copy[0], copy[1], edit)
+
+        copies = self._while_leased(job, copies_to_edit(self._factory, job.uuid, self._page_size))
+        lost = self._feed(job, writer, copies, correct)
+        self._finish(job, success=PushStatus.DONE, lost=lost)
 
     def _writer(
         self,
@@ -423,4 +457,8 @@ def _describe_delivery(outcome: queries.DeliveryOutcome) -> object:
 
 
 def _describe_retraction(outcome: queries.RetractOutcome) -> object:
+    return (outcome.chat_id, outcome.status, outcome.error)
+
+
+def _describe_edit(outcome: queries.EditOutcome) -> object:
     return (outcome.chat_id, outcome.status, outcome.error)

@@ -1,7 +1,7 @@
 """The broadcast service: the one owner of a push's life.
 
-Handlers, the CLI and the demo ask it, and only it, to create, launch, steer, retract and
-look up broadcasts; the engine (pushbot.broadcast.engine) only executes the jobs it is
+Handlers, the CLI and the demo ask it, and only it, to create, launch, steer, edit, retract
+and look up broadcasts; the engine (pushbot.broadcast.engine) only executes the jobs it is
 given. What a push may become is the transitions table beside `PushStatus`
 (pushbot.db.models.PUSH_TRANSITIONS), enforced by the one query that changes a status.
 
@@ -11,20 +11,38 @@ Its methods do database work and may wait on the engine's locks: call them from 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from uuid import UUID
 
 from sqlalchemy.orm import Session, sessionmaker
+from telegram import MessageEntity
 
 from pushbot.broadcast.engine import BroadcastBusy, Broadcaster, JobHandle
 from pushbot.broadcast.progress import Progress
 from pushbot.db import queries
-from pushbot.db.queries import AudienceCounts, PushCounts, PushDraft, PushHistoryRow, PushSummary
+from pushbot.db.models import PushStatus
+from pushbot.db.queries import (
+    AudienceCounts,
+    EditedText,
+    PushCounts,
+    PushDraft,
+    PushHistoryRow,
+    PushSummary,
+)
 
-# Telegram lets bots delete their messages only within 48 hours.
+# Telegram lets bots delete their messages only within 48 hours. Editing has no such window
+# (the Bot API limits only business messages not sent by the bot to 48 hours), so /edit
+# corrects a broadcast of any age.
 DELETE_WINDOW = timedelta(hours=48)
+# Kinds of broadcast whose caption /edit corrects; the others (stickers, locations, polls…)
+# have no text to correct. A text broadcast has its text corrected.
+CAPTIONED_CONTENT = frozenset({"photo", "video", "document", "animation", "audio", "voice"})
+# Telegram's limits, in UTF-16 code units as Telegram counts them.
+MAX_TEXT_LENGTH = 4096
+MAX_CAPTION_LENGTH = 1024
 
 
 class UndoVerdict(StrEnum):
@@ -54,6 +72,43 @@ class CannotRetract(Exception):
         self.check = check
 
 
+class EditVerdict(StrEnum):
+    """Whether a push's copies can be corrected, and if not, why."""
+
+    EDIT = "edit"  # a finished broadcast with copies out (or an edit left unfinished)
+    ALREADY_RETRACTED = "already_retracted"
+    NOT_DONE = "not_done"  # scheduled, still being sent, or paused: it is not finished
+    CANCELLED = "cancelled"  # stopped part-way: retract it and send the corrected one
+    NO_TEXT = "no_text"  # a sticker, location, poll…: nothing to correct
+    NOTHING_DELIVERED = "nothing_delivered"
+
+
+@dataclass(frozen=True)
+class EditCheck:
+    push: PushSummary
+    counts: PushCounts
+    verdict: EditVerdict
+
+    @property
+    def copies(self) -> int:
+        """Copies out, which the edit corrects."""
+        return self.counts.sent - self.counts.retracted
+
+    @property
+    def corrects_caption(self) -> bool:
+        return self.push.content_type != "text"
+
+
+class CannotEdit(Exception):
+    def __init__(self, check: EditCheck) -> None:
+        super().__init__(f"push {check.push.uuid} cannot be edited: {check.verdict}")
+        self.check = check
+
+
+class InvalidEditText(ValueError):
+    """The corrected text cannot be sent as it is; the message says why, in one line."""
+
+
 class UnknownBroadcast(LookupError):
     def __init__(self, push_uuid: UUID) -> None:
         super().__init__(f"no broadcast {push_uuid}")
@@ -73,6 +128,33 @@ def undo_verdict(push: PushSummary, counts: PushCounts, now: datetime | None = N
     if counts.sent - counts.retracted == 0 and not push.status.sending:
         return UndoVerdict.NOTHING_DELIVERED
     return UndoVerdict.RETRACT
+
+
+def edit_verdict(push: PushSummary, counts: PushCounts) -> EditVerdict:
+    if push.deleted or push.status.retracted_or_retracting:
+        return EditVerdict.ALREADY_RETRACTED
+    if push.status is PushStatus.CANCELLED:
+        return EditVerdict.CANCELLED
+    if push.status not in (PushStatus.DONE, PushStatus.EDITING):
+        return EditVerdict.NOT_DONE
+    if push.content_type != "text" and push.content_type not in CAPTIONED_CONTENT:
+        return EditVerdict.NO_TEXT
+    if counts.sent - counts.retracted == 0:
+        return EditVerdict.NOTHING_DELIVERED
+    return EditVerdict.EDIT
+
+
+def edit_text_problem(content_type: str, text: str) -> str | None:
+    """Why Telegram would refuse `text` as the corrected text (or caption), or None."""
+    what, limit = (
+        ("text", MAX_TEXT_LENGTH) if content_type == "text" else ("caption", MAX_CAPTION_LENGTH)
+    )
+    if not text.strip():
+        return f"the corrected {what} is empty"
+    length = len(text.encode("utf-16-le")) // 2
+    if length > limit:
+        return f"the corrected {what} is {length} characters long; Telegram allows {limit}"
+    return None
 
 
 class BroadcastService:
@@ -134,6 +216,40 @@ class BroadcastService:
             self.show_status_in(push_uuid, chat_id, message_id)
         return handle
 
+    def check_edit(self, push_uuid: UUID) -> EditCheck:
+        """What /edit would do with this push. UnknownBroadcast if there is no such push."""
+        with self._factory.begin() as session:
+            push = queries.get_push(session, push_uuid)
+            if push is None:
+                raise UnknownBroadcast(push_uuid)
+            counts = queries.push_counts(session, push_uuid)
+        return EditCheck(push, counts, edit_verdict(push, counts))
+
+    def edit(
+        self,
+        push_uuid: UUID,
+        new_text: str,
+        entities: Sequence[MessageEntity] = (),
+        status_message: tuple[int, int] | None = None,
+    ) -> JobHandle:
+        """Correct every delivered copy: its text, or its caption for media, becomes
+        `new_text` with `entities` (the formatting of the admin's corrected message).
+        CannotEdit when `check_edit` says no; InvalidEditText when Telegram would refuse the
+        text; BroadcastBusy when another job is active. `status_message` (chat id, message
+        id) becomes the live status; the report goes to the push's report chat."""
+        check = self.check_edit(push_uuid)
+        if check.verdict is not EditVerdict.EDIT:
+            raise CannotEdit(check)
+        problem = edit_text_problem(check.push.content_type, new_text)
+        if problem is not None:
+            raise InvalidEditText(problem)
+        edit = EditedText(new_text, tuple(entity.to_dict() for entity in entities))
+        if status_message is not None:
+            # Before the launch: a short edit may end, and its report be posted, at once.
+            chat_id, message_id = status_message
+            self.show_status_in(push_uuid, chat_id, message_id)
+        return self._broadcaster.launch_edit(push_uuid, edit)
+
     def pause(self, push_uuid: UUID) -> bool:
         return self._broadcaster.pause(push_uuid)
 
@@ -167,7 +283,8 @@ class BroadcastService:
             )
 
     def report_posted(self, push_uuid: UUID, message_id: int) -> None:
-        """The push's report message: replying /undo to it names this push."""
+        """The push's report message (its latest: an edit's report replaces the push's):
+        replying /undo or /edit to it names this push."""
         with self._factory.begin() as session:
             queries.set_push_message_ids(session, push_uuid, report_message_id=message_id)
 
@@ -196,6 +313,11 @@ class BroadcastService:
         """Recent pushes that delivered copies, for /undo's picker (picking one too old to
         retract is answered with the reason)."""
         return [row for row in self.recent(limit) if not row.push.deleted and row.counts.sent > 0]
+
+    def editable(self, limit: int) -> list[PushHistoryRow]:
+        """Recent pushes whose copies /edit can correct, for its picker."""
+        rows = self.recent(limit)
+        return [row for row in rows if edit_verdict(row.push, row.counts) is EditVerdict.EDIT]
 
     def audience(self) -> AudienceCounts:
         with self._factory.begin() as session:

@@ -45,8 +45,7 @@ class Base(DeclarativeBase):
 
 
 class PushStatus(StrEnum):
-    """Life of a broadcast. `running` and `retracting` are resumed after a crash (`editing`
-    too, once /edit runs jobs)."""
+    """Life of a broadcast. `running`, `retracting` and `editing` are resumed after a crash."""
 
     # Waiting for its `scheduled_at`; "Send now" or the due time makes it `running`.
     SCHEDULED = "scheduled"
@@ -122,7 +121,9 @@ class EditStatus(StrEnum):
     """Outcome of correcting one delivered copy (/edit). NULL on the row means not attempted."""
 
     EDITED = "edited"
-    UNCHANGED = "unchanged"  # the copy already had this text ("message is not modified")
+    # Nothing to correct: the copy already had this text ("message is not modified") or the
+    # user deleted it ("message to edit not found"); edit_error says which.
+    UNCHANGED = "unchanged"
     FAILED = "failed"
 
 
@@ -227,7 +228,8 @@ class PushMessage(Base):
     )
     protect_content: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     scheduled_at: Mapped[datetime | None]  # when a `scheduled` push is due
-    # /edit: the corrected text or caption, and when the last edit of the copies ended.
+    # /edit: the corrected text or caption (with its formatting, as JSON: see
+    # queries.begin_edit), and when the last edit of the copies ended.
     edited_text: Mapped[str | None] = mapped_column(Text)
     edited_at: Mapped[datetime | None]
 

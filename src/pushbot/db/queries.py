@@ -12,6 +12,7 @@ Rules the callers rely on:
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -52,6 +53,7 @@ from pushbot.db.models import (
     ChatEvent,
     ChatEventKind,
     DeliveryStatus,
+    EditStatus,
     PushMessage,
     PushNotification,
     PushStatus,
@@ -65,7 +67,12 @@ PUSHES = cast(Table, PushMessage.__table__)
 NOTIFICATIONS = cast(Table, PushNotification.__table__)
 
 # What to pick up again after a crash or restart.
-UNFINISHED_STATUSES = (PushStatus.RUNNING, PushStatus.RETRACTING, PushStatus.PAUSED)
+UNFINISHED_STATUSES = (
+    PushStatus.RUNNING,
+    PushStatus.RETRACTING,
+    PushStatus.PAUSED,
+    PushStatus.EDITING,
+)
 REMOVED_STATUSES = frozenset({RetractStatus.DELETED, RetractStatus.GONE})
 UNKNOWN_REASON = "unknown"
 
@@ -139,6 +146,25 @@ class PushSummary:
     report_message_id: int | None
     status_message_id: int | None
     preview_message_id: int | None
+    # /edit: the corrected text or caption and its formatting (set when an edit round
+    # starts), and when the last round ended.
+    edited_text: str | None = None
+    edited_entities: tuple[dict[str, Any], ...] = ()
+    edited_at: datetime | None = None
+
+    @property
+    def current_text(self) -> str | None:
+        """What the copies say now (the corrected text once an edit has been made)."""
+        return self.edited_text if self.edited_text is not None else self.text
+
+
+@dataclass(frozen=True)
+class EditedText:
+    """The corrected text (or caption) of an /edit, with its formatting as Bot API
+    MessageEntity objects (JSON dicts), exactly as the admin sent it."""
+
+    text: str
+    entities: tuple[dict[str, Any], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -152,6 +178,24 @@ class PushCounts:
     retract_failed: int = 0
     retract_failed_by_reason: dict[str, int] = field(default_factory=dict)
     retract_pending: int = 0  # sent, retraction not attempted yet
+    # The latest /edit round over the delivered copies.
+    edited: int = 0
+    edit_unchanged_by_reason: dict[str, int] = field(default_factory=dict)
+    edit_failed_by_reason: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def edit_unchanged(self) -> int:
+        return sum(self.edit_unchanged_by_reason.values())
+
+    @property
+    def edit_failed(self) -> int:
+        return sum(self.edit_failed_by_reason.values())
+
+    @property
+    def edit_pending(self) -> int:
+        """Copies the latest edit round has not reached yet. A broadcast being edited has
+        no retraction, so its round goes over every copy not retracted."""
+        return max(0, self.retract_pending - self.edited - self.edit_unchanged - self.edit_failed)
 
 
 @dataclass(frozen=True)
@@ -176,6 +220,14 @@ class RetractOutcome:
     chat_id: int
     status: str  # a RetractStatus value
     error: str | None
+    at: datetime
+
+
+@dataclass(frozen=True)
+class EditOutcome:
+    chat_id: int
+    status: str  # an EditStatus value
+    error: str | None  # why it was not edited (unchanged or failed)
     at: datetime
 
 
@@ -472,7 +524,9 @@ def create_push(session: Session, draft: PushDraft, now: datetime | None = None)
         status_message_id=draft.status_message_id,
         preview_message_id=draft.preview_message_id,
     )
-    session.execute(PUSHES.insert().values(asdict(push)))
+    row = asdict(push)
+    del row["edited_entities"]  # stored inside edited_text (see _encode_edited_text)
+    session.execute(PUSHES.insert().values(row))
     return push
 
 
@@ -639,6 +693,71 @@ def record_retractions(
     session.execute(statement, [_retraction_params(outcome) for outcome in outcomes])
 
 
+def begin_edit(
+    session: Session, push_uuid: UUID, edit: EditedText, now: datetime | None = None
+) -> bool:
+    """Start an /edit round: the push becomes `editing` with the corrected text, and every
+    delivered copy is owed the edit again (the outcomes of an earlier round are cleared).
+    From `done`, or from `editing` when a round was left unfinished and is started over
+    with a new text. False, changing nothing, from any other status."""
+    expected = {PushStatus.DONE, PushStatus.EDITING}
+    if not change_push_status(session, push_uuid, PushStatus.EDITING, expected=expected, now=now):
+        return False
+    session.execute(
+        update(PUSHES)
+        .where(PUSHES.c.uuid == push_uuid)
+        .values(edited_text=_encode_edited_text(edit))
+    )
+    session.execute(
+        update(NOTIFICATIONS)
+        .where(NOTIFICATIONS.c.message_uuid == push_uuid, NOTIFICATIONS.c.edit_status.is_not(None))
+        .values(edit_status=None, edit_error=None, edited_at=None)
+    )
+    return True
+
+
+def copies_to_edit(
+    session: Session, push_uuid: UUID, after_chat_id: int | None, limit: int
+) -> list[tuple[int, int]]:
+    """The next `limit` delivered copies, not retracted, that the current edit round has not
+    reached yet: (chat_id, telegram_message_id), in chat id order after `after_chat_id`."""
+    statement = (
+        select(NOTIFICATIONS.c.chat_id, NOTIFICATIONS.c.telegram_message_id)
+        .where(
+            NOTIFICATIONS.c.message_uuid == push_uuid,
+            NOTIFICATIONS.c.status == DeliveryStatus.SENT.value,
+            NOTIFICATIONS.c.retract_status.is_(None),
+            NOTIFICATIONS.c.edit_status.is_(None),
+            NOTIFICATIONS.c.telegram_message_id.is_not(None),
+        )
+        .order_by(NOTIFICATIONS.c.chat_id)
+        .limit(limit)
+    )
+    if after_chat_id is not None:
+        statement = statement.where(NOTIFICATIONS.c.chat_id > after_chat_id)
+    return [(row.chat_id, row.telegram_message_id) for row in session.execute(statement)]
+
+
+def record_edits(session: Session, push_uuid: UUID, outcomes: Sequence[EditOutcome]) -> None:
+    """Store a batch of edit results (one executemany). The copies keep their message ids:
+    /undo deletes them as before."""
+    if not outcomes:
+        return
+    statement = (
+        update(NOTIFICATIONS)
+        .where(
+            NOTIFICATIONS.c.message_uuid == push_uuid,
+            NOTIFICATIONS.c.chat_id == _bind("b_chat_id"),
+        )
+        .values(
+            edit_status=_bind("b_status"),
+            edit_error=_bind("b_error"),
+            edited_at=_bind("b_at"),
+        )
+    )
+    session.execute(statement, [_edit_params(outcome) for outcome in outcomes])
+
+
 def change_push_status(
     session: Session,
     push_uuid: UUID,
@@ -722,7 +841,8 @@ def find_push_by_message(session: Session, chat_id: int, message_id: int) -> Pus
 
 
 def unfinished_pushes(session: Session) -> list[PushSummary]:
-    """Pushes interrupted by a stop or crash (running, retracting, paused), oldest first."""
+    """Pushes interrupted by a stop or crash (running, retracting, paused, editing), oldest
+    first."""
     rows = session.execute(
         select(PUSHES)
         .where(PUSHES.c.status.in_([status.value for status in UNFINISHED_STATUSES]))
@@ -991,12 +1111,50 @@ def _retraction_params(outcome: RetractOutcome) -> dict[str, Any]:
     }
 
 
+def _edit_params(outcome: EditOutcome) -> dict[str, Any]:
+    return {
+        "b_chat_id": outcome.chat_id,
+        "b_status": EditStatus(outcome.status).value,
+        "b_error": _clip(outcome.error, NOTIFICATIONS.c.edit_error),
+        "b_at": _utc(outcome.at),
+    }
+
+
+# The corrected text of an /edit is stored in `edited_text` with its formatting, as JSON
+# {"text": ..., "entities": [...]}: a resumed edit round must send exactly what the admin
+# approved, and the schema has no column of its own for the entities.
+def _encode_edited_text(edit: EditedText) -> str:
+    return json.dumps({"text": edit.text, "entities": list(edit.entities)}, ensure_ascii=False)
+
+
+def _decode_edited_text(stored: str | None) -> EditedText | None:
+    if stored is None:
+        return None
+    try:
+        decoded = json.loads(stored)
+    except ValueError:
+        decoded = None
+    if not isinstance(decoded, dict) or not isinstance(decoded.get("text"), str):
+        return EditedText(stored)  # plain text, written by something else: no formatting
+    entities = decoded.get("entities")
+    kept = tuple(e for e in entities if isinstance(e, dict)) if isinstance(entities, list) else ()
+    return EditedText(decoded["text"], kept)
+
+
 def _counts_for(session: Session, push_uuids: Sequence[UUID]) -> dict[UUID, PushCounts]:
     """Counts of several pushes in one GROUP BY query."""
     if not push_uuids:
         return {}
     n = NOTIFICATIONS.c
-    grouping = (n.message_uuid, n.status, n.error, n.retract_status, n.retract_error)
+    grouping = (
+        n.message_uuid,
+        n.status,
+        n.error,
+        n.retract_status,
+        n.retract_error,
+        n.edit_status,
+        n.edit_error,
+    )
     rows = session.execute(
         select(*grouping, func.count().label("n"))
         .where(n.message_uuid.in_(push_uuids))
@@ -1009,13 +1167,17 @@ def _counts_for(session: Session, push_uuids: Sequence[UUID]) -> dict[UUID, Push
 
 
 class _Tally:
-    """Adds up GROUP BY rows (status, error, retract_status, retract_error, n) of one push."""
+    """Adds up GROUP BY rows (status, error, retract_status, retract_error, edit_status,
+    edit_error, n) of one push."""
 
     def __init__(self) -> None:
         self.by_status: defaultdict[str, int] = defaultdict(int)
         self.by_retract_status: defaultdict[str | None, int] = defaultdict(int)
         self.failed_by_reason: defaultdict[str, int] = defaultdict(int)
         self.retract_failed_by_reason: defaultdict[str, int] = defaultdict(int)
+        self.edited = 0
+        self.edit_unchanged_by_reason: defaultdict[str, int] = defaultdict(int)
+        self.edit_failed_by_reason: defaultdict[str, int] = defaultdict(int)
 
     def add(self, row: Row[Any]) -> None:
         self.by_status[row.status] += row.n
@@ -1023,8 +1185,17 @@ class _Tally:
             self.failed_by_reason[row.error or UNKNOWN_REASON] += row.n
         if row.status == DeliveryStatus.SENT:
             self.by_retract_status[row.retract_status] += row.n
+            self._add_edit(row)
         if row.retract_status == RetractStatus.FAILED:
             self.retract_failed_by_reason[row.retract_error or UNKNOWN_REASON] += row.n
+
+    def _add_edit(self, row: Row[Any]) -> None:
+        if row.edit_status == EditStatus.EDITED:
+            self.edited += row.n
+        elif row.edit_status == EditStatus.UNCHANGED:
+            self.edit_unchanged_by_reason[row.edit_error or UNKNOWN_REASON] += row.n
+        elif row.edit_status == EditStatus.FAILED:
+            self.edit_failed_by_reason[row.edit_error or UNKNOWN_REASON] += row.n
 
     def counts(self) -> PushCounts:
         return PushCounts(
@@ -1037,10 +1208,14 @@ class _Tally:
             retract_failed=self.by_retract_status[RetractStatus.FAILED],
             retract_failed_by_reason=dict(self.retract_failed_by_reason),
             retract_pending=self.by_retract_status[None],
+            edited=self.edited,
+            edit_unchanged_by_reason=dict(self.edit_unchanged_by_reason),
+            edit_failed_by_reason=dict(self.edit_failed_by_reason),
         )
 
 
 def _summary(row: Row[Any]) -> PushSummary:
+    edited = _decode_edited_text(row.edited_text)
     return PushSummary(
         uuid=row.uuid,
         text=row.text,
@@ -1058,6 +1233,9 @@ def _summary(row: Row[Any]) -> PushSummary:
         report_message_id=row.report_message_id,
         status_message_id=row.status_message_id,
         preview_message_id=row.preview_message_id,
+        edited_text=None if edited is None else edited.text,
+        edited_entities=() if edited is None else edited.entities,
+        edited_at=_from_db(row.edited_at),
     )
 
 
