@@ -25,11 +25,18 @@ from pushbot.bot import errors, render
 from pushbot.bot.jobs import job_button_handler, post_report, watch_job
 from pushbot.bot.ordering import PerChatOrderedProcessor
 from pushbot.bot.push import push_conversation
+from pushbot.bot.scheduled import ScheduleRelay, scheduled_handlers
 from pushbot.bot.services import SERVICES_KEY, Services
 from pushbot.bot.stats import stats_handler
 from pushbot.bot.store import Store
 from pushbot.bot.undo import undo_conversation
-from pushbot.bot.users import ADMIN_COMMANDS, USER_COMMANDS, fallback_handlers, user_handlers
+from pushbot.bot.users import (
+    ADMIN_COMMANDS,
+    USER_COMMANDS,
+    fallback_handlers,
+    language_handlers,
+    user_handlers,
+)
 from pushbot.broadcast.gateway import SharedRateLimiter, TelegramGateway, answered_at_all
 from pushbot.broadcast.progress import JobKind, JobReport, JobState
 from pushbot.broadcast.service import BroadcastService
@@ -51,6 +58,8 @@ STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGABRT)
 warnings.filterwarnings("ignore", message=".*per_message.*", category=PTBUserWarning)
 
 AnyApp = Application[Any, Any, Any, Any, Any, Any]
+# After group 0, where every command and message has its one handler.
+LANGUAGE_HANDLER_GROUP = 1
 
 
 class ReportRelay:
@@ -114,9 +123,11 @@ def add_handlers(app: AnyApp, settings: Settings) -> None:
     app.add_handler(push_conversation(admins))
     app.add_handler(undo_conversation(admins))
     app.add_handler(stats_handler(admins))
+    app.add_handlers(scheduled_handlers(admins))
     app.add_handler(job_button_handler())
     app.add_handlers(user_handlers())
     app.add_handlers(fallback_handlers())
+    app.add_handlers(language_handlers(), group=LANGUAGE_HANDLER_GROUP)
     errors.install(app)
 
 
@@ -129,6 +140,9 @@ async def _post_init(app: AnyApp) -> None:
     resumed = await asyncio.to_thread(svc.broadcasts.resume_unfinished)
     for push_uuid in resumed:
         await announce_resumed(app, svc, push_uuid)
+    # After the resumed jobs: a scheduled push due now waits for them.
+    schedule_relay = ScheduleRelay(app, asyncio.get_running_loop())
+    await asyncio.to_thread(svc.broadcasts.start_scheduler, schedule_relay)
 
 
 async def _post_shutdown(app: AnyApp) -> None:
