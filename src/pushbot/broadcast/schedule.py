@@ -33,7 +33,7 @@ _RELATIVE = re.compile(
 )
 _CLOCK = re.compile(r"^(?P<hour>\d{1,2}):(?P<minute>\d{2})$")
 _DATE_AND_CLOCK = re.compile(
-    r"^(?P<year>\d{4})-(?P<month>\d{2})-(?P<day>\d{2})[ T]+(?P<hour>\d{1,2}):(?P<minute>\d{2})$"
+    r"^(?P<year>\d{4})-(?P<month>\d{2})-(?P<day>\d{2})[ t]+(?P<hour>\d{1,2}):(?P<minute>\d{2})$"
 )
 
 
