@@ -64,7 +64,7 @@ def draft(
         preview_message_id=scene.source_message_id,
         segment=segment,
         scheduled_at=due,
-        **extra,  # type: ignore[arg-type]
+        **extra,
     )
 
 
