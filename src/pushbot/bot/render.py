@@ -343,12 +343,6 @@ def render_scheduled_cancelled(push: PushSummary, zone: ZoneInfo, now: datetime)
     return f"✖️ Cancelled: the broadcast scheduled for {when} will not be sent."
 
 
-def render_scheduled_started(push: PushSummary, zone: ZoneInfo, now: datetime) -> str:
-    """What the scheduled message (with its buttons) turns into once the push started."""
-    assert push.scheduled_at is not None
-    return f"🗓 Scheduled for {describe_when(push.scheduled_at, zone, now)}: started, see below."
-
-
 def render_scheduled_start(start: ScheduledStart, zone: ZoneInfo, now: datetime) -> str:
     """Posted when a scheduled push starts: on time, or how late and why."""
     push = start.push

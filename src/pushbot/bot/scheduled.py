@@ -60,19 +60,19 @@ async def announce(app: AnyApp, event: ScheduleEvent) -> None:
 
 
 async def _show_started(app: AnyApp, svc: Services, start: ScheduledStart, chat_id: int) -> None:
-    """The scheduled message loses its buttons; a fresh status message follows the start."""
+    """The scheduled push's own message (recorded when it was scheduled, so the report
+    finds it however soon the job ends) becomes its live status; the news of the start,
+    late or not, replies to it."""
     push = start.push
     zone, now = svc.settings.default_timezone, svc.broadcasts.clock()
+    await app.bot.send_message(
+        chat_id,
+        render.render_scheduled_start(start, zone, now),
+        reply_to_message_id=push.status_message_id,
+    )
     if push.status_message_id is not None:
-        try:
-            await app.bot.edit_message_text(
-                render.render_scheduled_started(push, zone, now),
-                chat_id=chat_id,
-                message_id=push.status_message_id,
-            )
-        except TelegramError as exc:
-            logger.info("could not update the scheduled message of %s: %s", push.uuid, exc)
-    await app.bot.send_message(chat_id, render.render_scheduled_start(start, zone, now))
+        watch_job(app, push.uuid, chat_id, push.status_message_id)
+        return
     status = await app.bot.send_message(
         chat_id,
         render.render_progress(start.handle.progress()),
@@ -135,6 +135,11 @@ async def _send_now(
     push_uuid: UUID,
     answer: Any,
 ) -> None:
+    # This message becomes the live status, before the job starts: the report, however soon
+    # it comes, replies to it (and it stays where the push is shown if it cannot start now).
+    await asyncio.to_thread(
+        svc.broadcasts.show_status_in, push_uuid, message.chat.id, message.message_id
+    )
     try:
         await asyncio.to_thread(svc.broadcasts.start_scheduled, push_uuid)
     except BroadcastBusy as exc:
@@ -145,10 +150,6 @@ async def _send_now(
         return
     await answer("Sending now")
     logger.info("scheduled broadcast %s sent now by an admin", push_uuid)
-    # This message becomes the live status; the report goes to where it was scheduled.
-    await asyncio.to_thread(
-        svc.broadcasts.show_status_in, push_uuid, message.chat.id, message.message_id
-    )
     watch_job(context.application, push_uuid, message.chat.id, message.message_id)
 
 
