@@ -343,6 +343,12 @@ def render_scheduled_cancelled(push: PushSummary, zone: ZoneInfo, now: datetime)
     return f"✖️ Cancelled: the broadcast scheduled for {when} will not be sent."
 
 
+_LATE_BECAUSE = {
+    LateReason.BOT_WAS_DOWN: "the bot was not running at that time",
+    LateReason.WAITED: "it waited for another broadcast to end",
+}
+
+
 def render_scheduled_start(start: ScheduledStart, zone: ZoneInfo, now: datetime) -> str:
     """Posted when a scheduled push starts: on time, or how late and why."""
     push = start.push
@@ -353,15 +359,8 @@ def render_scheduled_start(start: ScheduledStart, zone: ZoneInfo, now: datetime)
         f"“{excerpt(push.text, push.content_type)}”"
     ]
     if start.late_by is not None:
-        why = (
-            {
-                LateReason.BOT_WAS_DOWN: "the bot was not running at that time",
-                LateReason.WAITED: "it waited for another broadcast to end",
-            }.get(start.reason)
-            if start.reason is not None
-            else None
-        )
         late = f"It is {describe_delay(start.late_by)} late"
+        why = None if start.reason is None else _LATE_BECAUSE[start.reason]
         lines.append(late + (f": {why}." if why else "."))
     return "\n".join(lines)
 
