@@ -138,6 +138,9 @@ class Scheduler:
                 next_due, waiting = self.look()
             except SQLAlchemyError as exc:
                 logger.warning("the scheduler cannot read the database: %s", exc)
+            except Exception:
+                # A bug must not end the thread: every later push would silently stay put.
+                logger.exception("the scheduler's look failed; it looks again shortly")
             else:
                 if waiting:
                     timeout = self._busy_poll
