@@ -228,3 +228,88 @@ def test_cli_push_needs_an_admin_chat(tmp_path: Path) -> None:
 def _recent(factory: sessionmaker[Session]) -> list[queries.PushHistoryRow]:
     with factory.begin() as session:
         return queries.recent_pushes(session, 5)
+
+
+def test_cli_push_to_a_segment_silent_and_protected(
+    standin: StandIn, db_url: str, session_factory: sessionmaker[Session], tmp_path: Path
+) -> None:
+    standin.set_limits(enabled=False)
+    standin.add_user(1000)
+    users = standin.add_users(4)
+    group = standin.add_group("Club")
+    with session_factory.begin() as session:
+        for user in users:
+            queries.subscribe_chat(session, queries.ChatInfo(id=user, type="private"))
+        queries.subscribe_chat(session, queries.ChatInfo(id=group, type="group", title="Club"))
+    env = base_env(
+        BOT_TOKEN=standin.token,
+        TELEGRAM_BASE_URL=standin.base_url,
+        ADMIN_IDS="1000",
+        DATABASE_URL=db_url,
+    )
+
+    pushed = _cli(
+        ["push", "Quietly", "--segment", "private", "--silent", "--protected"], env, tmp_path
+    )
+
+    assert pushed.returncode == 0, pushed.stderr
+    assert "to private chats · silent, protected" in pushed.stdout
+    assert "Audience: private chats · silent, protected" in pushed.stdout
+    assert "Delivered: 4" in pushed.stdout
+    for user in users:
+        (copy,) = [m for m in standin.inbox(user) if m.get("copied_from")]
+        assert copy["send_options"]["disable_notification"] is True
+        assert copy["send_options"]["protect_content"] is True
+    assert not any(m.get("copied_from") for m in standin.inbox(group))
+    history = _cli(["history"], env, tmp_path)
+    assert "private chats · silent, protected" in history.stdout
+
+
+def test_cli_push_at_stores_a_scheduled_push_for_the_bot(
+    standin: StandIn, db_url: str, session_factory: sessionmaker[Session], tmp_path: Path
+) -> None:
+    standin.set_limits(enabled=False)
+    standin.add_user(1000)
+    user = standin.add_user()
+    with session_factory.begin() as session:
+        queries.subscribe_chat(session, queries.ChatInfo(id=user, type="private"))
+    env = base_env(
+        BOT_TOKEN=standin.token,
+        TELEGRAM_BASE_URL=standin.base_url,
+        ADMIN_IDS="1000",
+        DATABASE_URL=db_url,
+        DEFAULT_TIMEZONE="Europe/Berlin",
+    )
+
+    scheduled = _cli(["push", "Later", "--at", "in 2h", "--segment", "language:de"], env, tmp_path)
+
+    assert scheduled.returncode == 0, scheduled.stderr
+    assert "(Europe/Berlin) to language de" in scheduled.stdout
+    (row,) = _recent(session_factory)
+    assert row.push.status == "scheduled" and str(row.push.segment) == "language:de"
+    assert row.push.scheduled_at is not None
+    # In the admin's chat: the source, then the scheduled message with Cancel and Send now.
+    shown = standin.inbox(1000)[-1]
+    assert shown["text"].startswith("🗓 Scheduled for") and "Send now" in str(shown)
+    assert row.push.status_message_id == shown["message_id"]
+    assert not any(m.get("copied_from") for m in standin.inbox(user)), "nothing sent yet"
+    history = _cli(["history"], env, tmp_path)
+    assert "scheduled" in history.stdout and "language de · due" in history.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "problem"),
+    [
+        (["--segment", "nobody"], "pushbot: --segment: unknown audience 'nobody'"),
+        (["--at", "soonish"], "pushbot: --at: I can't read 'soonish' as a time"),
+        (["--at", "2020-01-01 10:00"], "pushbot: --at: Wed 1 Jan 2020 10:00 (UTC) has passed"),
+    ],
+)
+def test_cli_push_refuses_a_bad_segment_or_time_in_one_line(
+    args: list[str], problem: str, db_url: str, tmp_path: Path
+) -> None:
+    env = base_env(BOT_TOKEN="1:abcdefgh", ADMIN_IDS="1000", DATABASE_URL=db_url)
+    result = _cli(["push", "hello", *args], env, tmp_path)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(problem), result.stderr

@@ -1,4 +1,5 @@
-"""`pushbot run | push | edit | undo | history | stats | demo`.
+"""`pushbot run | push [--at WHEN] [--segment SEGMENT] [--silent] [--protected] | edit |
+undo | history | stats | demo`.
 
 Bad settings end the command with one line naming the variable (exit code 2), never a
 traceback; so does a database that cannot be used, and a token Telegram rejects. `pushbot run`
@@ -13,8 +14,9 @@ import logging
 import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 from telegram import Bot, Message
@@ -32,6 +34,7 @@ from pushbot.logs import configure_logging, token_secrets
 if TYPE_CHECKING:
     from pushbot.broadcast.engine import JobHandle
     from pushbot.broadcast.progress import JobReport, Progress
+    from pushbot.runtime import Runtime
 
 EXIT_CONFIG = 2
 EXIT_REFUSED = 3
@@ -79,8 +82,28 @@ def _parser() -> argparse.ArgumentParser:
     commands.add_parser(
         "run", help="run the bot (polling, or webhook when WEBHOOK_URL is set)"
     ).set_defaults(handler=cmd_run)
-    push = commands.add_parser("push", help="broadcast a text to every subscriber")
+    push = commands.add_parser(
+        "push", help="broadcast a text to every subscriber (or a segment), now or scheduled"
+    )
     push.add_argument("text", nargs="?", help="the text (read from stdin when omitted)")
+    push.add_argument(
+        "--at",
+        metavar="WHEN",
+        default=None,
+        help="schedule it instead of sending now: 'in 2h', 'in 90m', '18:30' or "
+        "'2026-12-01 09:00' (in DEFAULT_TIMEZONE); the running bot (`pushbot run`) sends it",
+    )
+    push.add_argument(
+        "--segment",
+        metavar="SEGMENT",
+        default="all",
+        help="who gets it: all (default), private, groups, language:<code> (e.g. language:de) "
+        "or admins (a test send to the ADMIN_IDS chats on record)",
+    )
+    push.add_argument("--silent", action="store_true", help="send without a notification sound")
+    push.add_argument(
+        "--protected", action="store_true", help="forbid forwarding and saving the copies"
+    )
     push.add_argument(
         "--admin-chat",
         type=int,
@@ -179,18 +202,42 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_push(args: argparse.Namespace) -> int:
-    from pushbot.bot.render import render_push_report
+    from pushbot.bot.render import push_labels, render_push_report
     from pushbot.broadcast.engine import BroadcastBusy
+    from pushbot.broadcast.schedule import InvalidTime, parse_when
+    from pushbot.broadcast.service import utc_now
     from pushbot.db.queries import PushDraft
+    from pushbot.db.segments import InvalidSegment, Segment
     from pushbot.runtime import Runtime
 
     settings = _settings()
+    try:
+        segment = Segment.parse(args.segment)
+    except InvalidSegment as exc:
+        return _bad_argument("--segment", str(exc))
+    scheduled_at = None
+    if args.at is not None:
+        try:
+            scheduled_at = parse_when(args.at, utc_now(), settings.default_timezone)
+        except InvalidTime as exc:
+            return _bad_argument("--at", str(exc))
     text = args.text if args.text is not None else sys.stdin.read().strip()
     if not text.strip():
         raise ConfigError("text", "the message to broadcast is empty")
     admin_chat = _admin_chat(settings, args.admin_chat)
     runtime = Runtime.create(settings)
     broadcasts = runtime.broadcasts
+    options = {
+        "segment": segment,
+        "disable_notification": args.silent,
+        "protect_content": args.protected,
+    }
+    if scheduled_at is not None:
+        try:
+            return _schedule_push(settings, runtime, admin_chat, text, scheduled_at, options)
+        finally:
+            broadcasts.shutdown()
+            runtime.close()
     try:
         # The same rule as /push, across processes (the broadcast lease): a bot process or
         # another terminal that is sending or retracting keeps this one from starting,
@@ -208,13 +255,15 @@ def cmd_push(args: argparse.Namespace) -> int:
             source_message_id=source.message_id,
             admin_id=admin_chat,
             preview_message_id=source.message_id,
+            **options,
         )
         try:
             handle = broadcasts.push(draft)
         except BroadcastBusy as busy:
             return _refuse_busy(busy.active)
-        print(f"broadcast {handle.uuid}")
-        summary = render_push_report(_follow(handle))
+        push = broadcasts.get(handle.uuid)
+        print(f"broadcast {handle.uuid}" + (f" to {push_labels(push)}" if push else ""))
+        summary = render_push_report(_follow(handle), push)
         print(summary)
         sent = _call_bot(settings, lambda bot: bot.send_message(admin_chat, summary))
         broadcasts.report_posted(handle.uuid, sent.message_id)
@@ -222,6 +271,58 @@ def cmd_push(args: argparse.Namespace) -> int:
     finally:
         broadcasts.shutdown()
         runtime.close()
+
+
+def _schedule_push(
+    settings: Settings,
+    runtime: Runtime,
+    admin_chat: int,
+    text: str,
+    scheduled_at: datetime,
+    options: dict[str, Any],
+) -> int:
+    """Store the push as scheduled (the source message goes to the admin's chat now, with a
+    message to Cancel or Send it now from the bot); the running bot sends it on time."""
+    from pushbot.bot.render import push_labels, render_scheduled, scheduled_keyboard
+    from pushbot.broadcast.schedule import describe_when
+    from pushbot.db.queries import PushDraft
+
+    broadcasts = runtime.broadcasts
+    source = _call_bot(settings, lambda bot: bot.send_message(admin_chat, text))
+    push = broadcasts.schedule(
+        PushDraft(
+            text=text,
+            content_type="text",
+            source_chat_id=admin_chat,
+            source_message_id=source.message_id,
+            admin_id=admin_chat,
+            preview_message_id=source.message_id,
+            scheduled_at=scheduled_at,
+            **options,
+        )
+    )
+    zone, now = settings.default_timezone, broadcasts.clock()
+    shown = render_scheduled(push, zone, broadcasts.audience_size(push.segment), now)
+    posted = _call_bot(
+        settings,
+        lambda bot: bot.send_message(
+            admin_chat,
+            shown,
+            reply_to_message_id=source.message_id,
+            reply_markup=scheduled_keyboard(push.uuid),
+        ),
+    )
+    broadcasts.show_status_in(push.uuid, admin_chat, posted.message_id)
+    print(
+        f"scheduled {push.uuid} for {describe_when(scheduled_at, zone, now)} "
+        f"to {push_labels(push)}; the running bot (`pushbot run`) sends it then"
+    )
+    return 0
+
+
+def _bad_argument(name: str, problem: str) -> int:
+    print(f"pushbot: {name}: {problem}", file=sys.stderr)
+    return EXIT_CONFIG
 
 
 def _refuse_busy(active: Progress) -> int:
@@ -348,7 +449,7 @@ def cmd_undo(args: argparse.Namespace) -> int:
 
 
 def cmd_history(args: argparse.Namespace) -> int:
-    from pushbot.bot.render import edited_line, excerpt
+    from pushbot.bot.render import edited_line, excerpt, push_labels
     from pushbot.runtime import Runtime
 
     runtime = Runtime.create(_settings(require_token=False))
@@ -361,14 +462,17 @@ def cmd_history(args: argparse.Namespace) -> int:
         return 0
     print(
         f"{'created (UTC)':16}  {'uuid':36}  {'status':10}  {'sent':>6}  {'failed':>6}  "
-        f"{'removed':>7}  text"
+        f"{'removed':>7}  {'audience':32}  text"
     )
     for row in rows:
         push, counts = row.push, row.counts
         edited = edited_line(push)
+        audience = push_labels(push)
+        if push.status == "scheduled" and push.scheduled_at is not None:
+            audience += f" · due {push.scheduled_at:%Y-%m-%d %H:%M}"
         print(
             f"{push.created_at:%Y-%m-%d %H:%M}  {push.uuid!s:36}  {push.status:10}  "
-            f"{counts.sent:>6}  {counts.failed:>6}  {counts.retracted:>7}  "
+            f"{counts.sent:>6}  {counts.failed:>6}  {counts.retracted:>7}  {audience:32}  "
             f"{excerpt(push.current_text, push.content_type, 40)}"
             + ("" if edited is None else f"  ({edited})")
         )

@@ -2,8 +2,8 @@
 
 It starts the Bot API stand-in with a crowd of simulated people, runs the real bot
 (the same code path as `pushbot run`) against it on an embedded SQLite database, plays the
-people and an admin through /start, /stop, /push, /edit, /undo and /stats, and prints what they
-saw.
+people and an admin through /start, /stop, /push, /edit, /undo, a silent push scheduled for
+the German speakers, and /stats, and prints what they saw.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,8 @@ from tgstandin.server import StandIn, StandInConfig
 ADMIN_ID = 1000
 WAIT = 120.0
 STATUS_SAMPLE_SECONDS = 4.0
+# A scheduled start within this of its time is on time (the demo polls the stand-in).
+ON_TIME_SECONDS = 1.0
 
 
 def say(who: str, text: str) -> None:
@@ -59,7 +62,10 @@ def _play(tg: StandIn, runtime: Runtime, users: int) -> None:
         "and one admin; the real bot polls it.\n"
     )
     people = tg.add_users(users, start_id=5000)
-    _step("Everyone sends /start")
+    german = people[1 : 1 + max(1, users // 8)]
+    for user_id in german:
+        tg.set_user_language(user_id, "de")
+    _step(f"Everyone sends /start ({len(german)} of them use Telegram in German)")
     first = tg.send_text(people[0], "/start")
     del first
     for user_id in people[1:]:
@@ -153,6 +159,8 @@ def _play(tg: StandIn, runtime: Runtime, users: int) -> None:
     say("bot", done["text"])
     left = sum(1 for u in people if any(m.get("copied_from") for m in tg.inbox(u)))
     print(f"   copies still visible anywhere: {left}\n")
+    _schedule_for_german_speakers(tg, runtime)
+
     _step("`pushbot history` now shows")
     _print_history(runtime)
     print()
@@ -168,6 +176,73 @@ def _play(tg: StandIn, runtime: Runtime, users: int) -> None:
     chart = tg.wait_for_message(ADMIN_ID, lambda m: m["message_id"] > mark and "photo" in m, WAIT)
     say("bot", f"[photo: {chart.get('caption', '')}]")
     print("\n== Done: that was the real bot, end to end, over HTTP on loopback.")
+
+
+def _schedule_for_german_speakers(tg: StandIn, runtime: Runtime) -> None:
+    _step("The admin schedules a silent push to the German speakers, a few seconds ahead")
+    mark = max(m["message_id"] for m in tg.inbox(ADMIN_ID))
+    text = "Guten Tag! Version 2 ist da."
+    tg.send_text(ADMIN_ID, f"/push {text}")
+    say("Ada", f"/push {text}")
+    confirm = tg.wait_for_message(
+        ADMIN_ID, lambda m: m["message_id"] > mark and "Send it?" in m.get("text", ""), WAIT
+    )
+    confirm_id = confirm["message_id"]
+    _press(tg, confirm_id, "push:audience", "Who should receive it?")
+    say("Ada", "presses 👥 Audience")
+    say("bot", _with_buttons(tg.message(ADMIN_ID, confirm_id) or {}))
+    _press(tg, confirm_id, "push:seg:language:de", "Send it?")
+    say("Ada", "presses “language de” and 🔔 Silent")
+    shown = _press(tg, confirm_id, "push:silent", "🔕")
+    say("bot", shown)
+    _press(tg, confirm_id, "push:schedule", "When should it go out?")
+    say("Ada", "presses 🗓 Schedule…")
+    say("bot", (tg.message(ADMIN_ID, confirm_id) or {}).get("text", ""))
+    mark = max(m["message_id"] for m in tg.inbox(ADMIN_ID))
+    tg.send_text(ADMIN_ID, "in 10s")
+    say("Ada", "in 10s")
+    scheduled = tg.wait_for_message(
+        ADMIN_ID,
+        lambda m: m["message_id"] > mark and m.get("text", "").startswith("🗓 Scheduled"),
+        WAIT,
+    )
+    say("bot", _with_buttons(scheduled))
+    push = runtime.broadcasts.find_by_message(ADMIN_ID, scheduled["message_id"])
+    assert push is not None and push.scheduled_at is not None
+    started = tg.wait_for_message(
+        ADMIN_ID,
+        lambda m: m["message_id"] > scheduled["message_id"] and "starts now" in m.get("text", ""),
+        WAIT,
+    )
+    started_at = datetime.now(UTC)
+    say("bot", started["text"])
+    late = (started_at - push.scheduled_at).total_seconds()
+    verdict = "on time" if late < ON_TIME_SECONDS else "late"
+    print(
+        f"   due {push.scheduled_at:%H:%M:%S} UTC, started {started_at:%H:%M:%S} UTC "
+        f"({late:+.1f} s): {verdict}"
+    )
+    report = _await_report(tg, "Broadcast finished", scheduled["message_id"])
+    say("bot", report["text"])
+    print()
+
+
+def _press(tg: StandIn, message_id: int, data: str, until: str) -> str:
+    """The admin presses a button; the message's text once it shows `until`."""
+    tg.press_button(ADMIN_ID, ADMIN_ID, message_id, data)
+    deadline = time.monotonic() + WAIT
+    while time.monotonic() < deadline:
+        text = str((tg.message(ADMIN_ID, message_id) or {}).get("text", ""))
+        if until in text:
+            return text
+        time.sleep(0.05)
+    raise TimeoutError(f"the message never showed {until!r}")
+
+
+def _with_buttons(message: dict[str, Any]) -> str:
+    rows = message.get("reply_markup", {}).get("inline_keyboard", [])
+    labels = "\n".join(" ".join(f"[{b['text']}]" for b in row) for row in rows)
+    return str(message.get("text", "")) + ("\n" + labels if labels else "")
 
 
 def _audience(runtime: Runtime) -> AudienceCounts:
@@ -207,13 +282,14 @@ def _newest(tg: StandIn, match: Callable[[dict[str, Any]], bool]) -> dict[str, A
 
 
 def _print_history(runtime: Runtime) -> None:
-    from pushbot.bot.render import edited_line, excerpt
+    from pushbot.bot.render import edited_line, excerpt, push_labels
 
     for row in runtime.broadcasts.recent(5):
         edited = edited_line(row.push)
         print(
             f"   {row.push.created_at:%H:%M:%S}  {row.push.status:10} delivered "
             f"{row.counts.sent}, failed {row.counts.failed}, removed {row.counts.retracted}  "
+            f"{push_labels(row.push):24} "
             f"{excerpt(row.push.current_text, row.push.content_type, 40)}"
             + ("" if edited is None else f"  ({edited})")
         )

@@ -9,7 +9,9 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Engine
@@ -19,7 +21,7 @@ from pushbot.bot.app import AnyApp, ReportRelay, build_application
 from pushbot.bot.store import Store
 from pushbot.broadcast.engine import Broadcaster
 from pushbot.broadcast.gateway import TelegramGateway
-from pushbot.broadcast.service import BroadcastService
+from pushbot.broadcast.service import BroadcastService, utc_now
 from pushbot.config import Settings
 from pushbot.db.session import create_db_engine, create_session_factory, upgrade_database
 from pushbot.stats import StatsService
@@ -43,7 +45,13 @@ class Runtime:
     relay: ReportRelay = field(default_factory=ReportRelay)
 
     @classmethod
-    def create(cls, settings: Settings, migrate: bool = True) -> Runtime:
+    def create(
+        cls,
+        settings: Settings,
+        migrate: bool = True,
+        clock: Callable[[], datetime] | None = None,
+    ) -> Runtime:
+        """`clock`: the time scheduled pushes are due by (tests pass one they move)."""
         if migrate:
             upgrade_database(settings.database_url)
         engine = create_db_engine(
@@ -55,7 +63,9 @@ class Runtime:
         gateway = TelegramGateway.for_settings(settings)
         relay = ReportRelay()
         broadcaster = Broadcaster(settings, factory, gateway=gateway, on_finished=relay)
-        broadcasts = BroadcastService(factory, broadcaster)
+        broadcasts = BroadcastService(
+            factory, broadcaster, admin_ids=settings.admin_ids, clock=clock or utc_now
+        )
         return cls(
             settings,
             engine,

@@ -135,6 +135,17 @@ class StandInControl:
         self._world.notify()
 
     @operation
+    def set_user_language(self, user_id: int, language_code: str | None) -> None:
+        """The person switches Telegram's language: their updates report it from now on."""
+        with self._world.lock:
+            person = self._world.person(user_id)
+            # A new User object: the messages already sent keep the one they were sent with.
+            user = {k: v for k, v in person.user.items() if k != "language_code"}
+            if language_code:
+                user["language_code"] = language_code
+            person.user = user
+
+    @operation
     def migrate_to_supergroup(self, group_chat_id: int, *, by_user_id: int | None = None) -> int:
         """Upgrade a group to a supergroup, as Telegram does (see World.migrate_to_supergroup);
         returns the supergroup's id. by_user_id None: an anonymous admin upgraded it."""

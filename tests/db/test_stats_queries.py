@@ -210,3 +210,17 @@ def test_broadcast_times_are_the_starts_since_a_moment(session_factory: Factory)
     with session_factory.begin() as session:
         assert queries.broadcast_times(session, ago(90)) == kept
         assert queries.broadcast_stats(session, 0) == []
+
+
+def test_a_scheduled_push_cancelled_before_its_time_never_went_out(
+    session_factory: Factory,
+) -> None:
+    sent = new_push(session_factory, ago(3), range(1, 2))
+    with session_factory.begin() as session:
+        draft = PushDraft("Later", "text", 900, 2, 900, scheduled_at=NOW + timedelta(days=1))
+        never = queries.create_push(session, draft, ago(2)).uuid
+        queries.change_push_status(session, never, PushStatus.CANCELLED, now=ago(1))
+
+    with session_factory.begin() as session:
+        assert [row.push.uuid for row in queries.broadcast_stats(session, 5)] == [sent]
+        assert queries.broadcast_times(session, ago(90)) == [ago(3)]

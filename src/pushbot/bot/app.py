@@ -26,11 +26,18 @@ from pushbot.bot.edit import edit_conversation
 from pushbot.bot.jobs import job_button_handler, post_report, watch_job
 from pushbot.bot.ordering import PerChatOrderedProcessor
 from pushbot.bot.push import push_conversation
+from pushbot.bot.scheduled import ScheduleRelay, scheduled_handlers
 from pushbot.bot.services import SERVICES_KEY, Services
 from pushbot.bot.stats import stats_handler
 from pushbot.bot.store import Store
 from pushbot.bot.undo import undo_conversation
-from pushbot.bot.users import ADMIN_COMMANDS, USER_COMMANDS, fallback_handlers, user_handlers
+from pushbot.bot.users import (
+    ADMIN_COMMANDS,
+    USER_COMMANDS,
+    fallback_handlers,
+    language_handlers,
+    user_handlers,
+)
 from pushbot.broadcast.gateway import SharedRateLimiter, TelegramGateway, answered_at_all
 from pushbot.broadcast.progress import JobKind, JobReport, JobState
 from pushbot.broadcast.service import BroadcastService
@@ -54,6 +61,8 @@ warnings.filterwarnings("ignore", message=".*per_message.*", category=PTBUserWar
 AnyApp = Application[Any, Any, Any, Any, Any, Any]
 # What the admin is told is being resumed after a restart.
 RESUMED_JOBS = {JobKind.PUSH: "broadcast", JobKind.RETRACT: "retraction", JobKind.EDIT: "edit"}
+# After group 0, where every command and message has its one handler.
+LANGUAGE_HANDLER_GROUP = 1
 
 
 class ReportRelay:
@@ -118,9 +127,11 @@ def add_handlers(app: AnyApp, settings: Settings) -> None:
     app.add_handler(undo_conversation(admins))
     app.add_handler(edit_conversation(admins))
     app.add_handler(stats_handler(admins))
+    app.add_handlers(scheduled_handlers(admins))
     app.add_handler(job_button_handler())
     app.add_handlers(user_handlers())
     app.add_handlers(fallback_handlers())
+    app.add_handlers(language_handlers(), group=LANGUAGE_HANDLER_GROUP)
     errors.install(app)
 
 
@@ -133,6 +144,9 @@ async def _post_init(app: AnyApp) -> None:
     resumed = await asyncio.to_thread(svc.broadcasts.resume_unfinished)
     for push_uuid in resumed:
         await announce_resumed(app, svc, push_uuid)
+    # After the resumed jobs: a scheduled push due now waits for them.
+    schedule_relay = ScheduleRelay(app, asyncio.get_running_loop())
+    await asyncio.to_thread(svc.broadcasts.start_scheduler, schedule_relay)
 
 
 async def _post_shutdown(app: AnyApp) -> None:
@@ -163,7 +177,7 @@ async def announce_resumed(app: AnyApp, svc: Services, push_uuid: Any) -> None:
         await app.bot.send_message(
             chat_id,
             f"♻️ The bot restarted: resuming the {verb} of "
-            f"“{render.excerpt(push.text, push.content_type)}” where it stopped.",
+            f"“{render.excerpt(push.current_text, push.content_type)}” where it stopped.",
         )
         status = await app.bot.send_message(
             chat_id,

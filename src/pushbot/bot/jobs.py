@@ -115,7 +115,7 @@ async def post_report(app: Application[Any, Any, Any, Any, Any, Any], report: Jo
     elif retract:
         text = render.render_retract_report(report)
     else:
-        text = render.render_push_report(report)
+        text = render.render_push_report(report, push)
     if push.status_message_id is not None:
         await _edit_status(
             app, push.report_chat_id, push.status_message_id, _final_status_line(report), None

@@ -29,6 +29,8 @@ class Store:
         self._factory = session_factory
         self._recently_seen: dict[int, float] = {}
         self._sweep_at = RECENTLY_SEEN_MAX
+        # The language last written per chat: `refresh_language` writes only a change.
+        self._languages: dict[int, str] = {}
 
     async def _run(self, work: Callable[[Session], T]) -> T:
         def in_transaction() -> T:
@@ -40,6 +42,7 @@ class Store:
     # audience
     async def subscribe(self, chat: ChatInfo) -> bool:
         self._recently_seen[chat.id] = time.monotonic()
+        self._written_language(chat)
         return await self._run(lambda s: queries.subscribe_chat(s, chat))
 
     async def unsubscribe(self, chat_id: int) -> bool:
@@ -54,7 +57,23 @@ class Store:
         self._recently_seen[chat.id] = now
         if len(self._recently_seen) > self._sweep_at:
             self._forget_stale(now)
+        self._written_language(chat)
         await self._run(lambda s: queries.record_chat(s, chat))
+
+    async def refresh_language(self, chat_id: int, language_code: str) -> None:
+        """Telegram reports a user's language on every message they send: keep the chat's
+        current (it decides their language segment), writing only when it changed."""
+        if self._languages.get(chat_id) == language_code:
+            return
+        self._written_language(ChatInfo(chat_id, "private", language_code=language_code))
+        await self._run(lambda s: queries.set_chat_language(s, chat_id, language_code))
+
+    def _written_language(self, chat: ChatInfo) -> None:
+        if chat.language_code is None:
+            return
+        if len(self._languages) >= RECENTLY_SEEN_MAX:
+            self._languages.clear()  # bounded; forgetting costs one write per chat at most
+        self._languages[chat.id] = chat.language_code
 
     def _forget_stale(self, now: float) -> None:
         """Keep the memory of a bot with millions of chats bounded to the active ones."""
@@ -75,4 +94,5 @@ class Store:
 
     async def restore(self, chat: ChatInfo) -> None:
         self._recently_seen[chat.id] = time.monotonic()
+        self._written_language(chat)
         await self._run(lambda s: queries.restore_chat(s, chat))

@@ -88,7 +88,7 @@ async def _offer_recent(message: Message, svc: Services) -> int:
         [
             InlineKeyboardButton(
                 f"{row.push.created_at:%d %b %H:%M} · {row.counts.sent} · "
-                f"{render.excerpt(row.push.text, row.push.content_type, 30)}",
+                f"{render.excerpt(row.push.current_text, row.push.content_type, 30)}",
                 callback_data=f"undo:pick:{row.push.uuid}",
             )
         ]

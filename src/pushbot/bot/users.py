@@ -23,7 +23,9 @@ USER_COMMANDS = {
     "help": "What this bot does",
 }
 ADMIN_COMMANDS = {
-    "push": "Broadcast a message to every subscriber",
+    "push": "Broadcast a message: to everyone or a segment, now or scheduled",
+    "scheduled": "Scheduled broadcasts, with Cancel and Send now",
+    "history": "The latest broadcasts: audience, options, counts",
     "undo": "Retract a broadcast (reply to its report)",
     "edit": "Correct a broadcast's text in every chat (reply to its report)",
     "stats": "Audience and broadcast numbers, with a 90-day chart",
@@ -130,6 +132,21 @@ def _joined(change: ChatMemberUpdated) -> bool:
         change.new_chat_member.status not in GONE_STATUSES
         and change.old_chat_member.status in GONE_STATUSES
     )
+
+
+async def refresh_language(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """Every private message carries its user's Telegram language: a change (after /start)
+    moves the user to that language's segment."""
+    chat, user = update.effective_chat, update.effective_user
+    if chat is None or user is None or chat.type != Chat.PRIVATE or user.language_code is None:
+        return
+    await services(context).store.refresh_language(chat.id, user.language_code)
+
+
+def language_handlers() -> list[Handler[Any, Any, Any]]:
+    """In a handler group of their own, after the others: they see every private message,
+    whichever handler answered it."""
+    return [MessageHandler(filters.ChatType.PRIVATE, refresh_language)]
 
 
 def user_handlers() -> list[Handler[Any, Any, Any]]:

@@ -27,7 +27,7 @@ pushbot.broadcast.control's, and where outcomes are stored is pushbot.broadcast.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol, TypeVar
@@ -107,13 +107,18 @@ class Delivery:
         chat_id: int,
         source_chat_id: int,
         source_message_id: int,
+        options: Mapping[str, Any] | None = None,
     ) -> None:
+        """`options`: the push's own copyMessage flags (disable_notification,
+        protect_content)."""
+
         def copy() -> Coroutine[Any, Any, MessageId]:
             return self._transport.bot.copy_message(
                 chat_id=chat_id,
                 from_chat_id=source_chat_id,
                 message_id=source_message_id,
                 **self._paid,
+                **(options or {}),
             )
 
         try:
@@ -133,7 +138,7 @@ class Delivery:
             and self._follow_migration(job, chat_id, moved_to)
         ):
             # The group became a supergroup: the same recipient, under its new id.
-            self.deliver_copy(job, outcomes, moved_to, source_chat_id, source_message_id)
+            self.deliver_copy(job, outcomes, moved_to, source_chat_id, source_message_id, options)
             return
         now = datetime.now(UTC)
         if verdict.action is Action.SUCCEEDED and result is not None:

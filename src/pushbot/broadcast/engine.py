@@ -167,6 +167,7 @@ class Broadcaster:
             close_deadline=options.close_deadline,
             release_lease_if_idle=self._control.release_lease_if_idle,
             on_finished=on_finished,
+            admin_ids=settings.admin_ids,
         )
 
     @property

@@ -25,7 +25,7 @@ from __future__ import annotations
 import concurrent.futures
 import logging
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from typing import Any, TypeVar
 from uuid import UUID
 
@@ -75,6 +75,7 @@ class Runner:
         close_deadline: float,
         release_lease_if_idle: Callable[[], None],
         on_finished: Callable[[JobReport], None] | None = None,
+        admin_ids: Collection[int] = (),
     ) -> None:
         self._factory = session_factory
         self._registry = registry
@@ -88,6 +89,7 @@ class Runner:
         self._close_deadline = close_deadline
         self._release_lease_if_idle = release_lease_if_idle
         self._on_finished = on_finished
+        self._admin_ids = admin_ids  # who a push to the `admins` segment reaches
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
         self._thread: threading.Thread | None = None
         # Cleared while a holder cannot tell whether it still holds the lease: no new sends.
@@ -165,15 +167,16 @@ class Runner:
             self._finish(job, success=None, stored=push.status)
             return
         with self._factory.begin() as session:
-            queries.enqueue_recipients(session, job.uuid)
+            queries.enqueue_recipients(session, job.uuid, admin_ids=self._admin_ids)
             counts = queries.push_counts(session, job.uuid)
         job.tally.set_baseline(Baseline.of(JobKind.PUSH, counts))
         writer = self._writer(job, queries.record_deliveries, _describe_delivery)
         source_chat_id, source_message_id = push.source_chat_id, push.source_message_id
+        copy_options = push.copy_options  # silent, protected: the same for every copy
         deliver_copy = self._delivery.deliver_copy
 
         def deliver(chat_id: int) -> None:
-            deliver_copy(job, writer, chat_id, source_chat_id, source_message_id)
+            deliver_copy(job, writer, chat_id, source_chat_id, source_message_id, copy_options)
 
         recipients = self._while_leased(
             job, pending_recipients(self._factory, job.uuid, self._page_size)

@@ -11,7 +11,8 @@ Its methods do database work and may wait on the engine's locks: call them from 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -22,16 +23,25 @@ from telegram import MessageEntity
 
 from pushbot.broadcast.engine import BroadcastBusy, Broadcaster, JobHandle
 from pushbot.broadcast.progress import Progress
+from pushbot.broadcast.scheduler import (
+    BUSY_POLL_INTERVAL,
+    POLL_INTERVAL,
+    NotScheduled,
+    ScheduleListener,
+    Scheduler,
+)
 from pushbot.db import queries
 from pushbot.db.models import PushStatus
 from pushbot.db.queries import (
     AudienceCounts,
     EditedText,
+    LanguageCount,
     PushCounts,
     PushDraft,
     PushHistoryRow,
     PushSummary,
 )
+from pushbot.db.segments import EVERYONE, Segment
 
 # Telegram lets bots delete their messages only within 48 hours. Editing has no such window
 # (the Bot API limits only business messages not sent by the bot to 48 hours), so /edit
@@ -157,10 +167,28 @@ def edit_text_problem(content_type: str, text: str) -> str | None:
     return None
 
 
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
 class BroadcastService:
-    def __init__(self, session_factory: sessionmaker[Session], broadcaster: Broadcaster) -> None:
+    """`admin_ids`: who the `admins` segment reaches; `clock`: the time scheduled pushes are
+    due by (aware datetimes; tests move it)."""
+
+    def __init__(
+        self,
+        session_factory: sessionmaker[Session],
+        broadcaster: Broadcaster,
+        *,
+        admin_ids: Collection[int] = (),
+        clock: Callable[[], datetime] = utc_now,
+    ) -> None:
         self._factory = session_factory
         self._broadcaster = broadcaster
+        self._admin_ids = frozenset(admin_ids)
+        self.clock = clock
+        self._scheduler: Scheduler | None = None
+        self._scheduler_lock = threading.Lock()
 
     # --- the engine's life ---------------------------------------------------------------------
 
@@ -168,8 +196,37 @@ class BroadcastService:
         self._broadcaster.start()
 
     def shutdown(self) -> None:
-        """Running jobs stay `running` in the ledger: the next start carries them on."""
+        """Running jobs stay `running` in the ledger: the next start carries them on;
+        scheduled pushes stay scheduled."""
+        with self._scheduler_lock:
+            scheduler, self._scheduler = self._scheduler, None
+        if scheduler is not None:
+            scheduler.stop()
         self._broadcaster.shutdown()
+
+    def start_scheduler(
+        self,
+        listener: ScheduleListener,
+        *,
+        poll_interval: float = POLL_INTERVAL,
+        busy_poll: float = BUSY_POLL_INTERVAL,
+    ) -> None:
+        """Start due scheduled pushes from now on (pushbot.broadcast.scheduler), telling
+        `listener` (in the scheduler's thread). Call it after `start` and
+        `resume_unfinished`: what was interrupted goes first."""
+        with self._scheduler_lock:
+            if self._scheduler is not None:
+                return
+            self._scheduler = Scheduler(
+                self, self.clock, listener, poll_interval=poll_interval, busy_poll=busy_poll
+            )
+            self._scheduler.start()
+
+    def wake_scheduler(self) -> None:
+        """Look for due pushes now (after scheduling one, or moving a test's clock)."""
+        with self._scheduler_lock:
+            if self._scheduler is not None:
+                self._scheduler.wake()
 
     # --- a push's life -------------------------------------------------------------------------
 
@@ -192,6 +249,66 @@ class BroadcastService:
             with self._factory.begin() as session:
                 queries.discard_unlaunched_push(session, push.uuid)
             raise
+
+    def schedule(self, draft: PushDraft) -> PushSummary:
+        """Store a push `scheduled` for `draft.scheduled_at` (which must be ahead): the
+        scheduler of a running bot starts it then. Another broadcast running now is no
+        obstacle: the push waits for it when it is due."""
+        if draft.scheduled_at is None:
+            raise ValueError("a scheduled push needs its time")
+        if draft.scheduled_at <= self.clock():
+            raise ValueError("a push is scheduled for a time ahead")
+        with self._factory.begin() as session:
+            push = queries.create_push(session, draft, now=self.clock())
+        self.wake_scheduler()
+        return push
+
+    def start_scheduled(self, push_uuid: UUID) -> JobHandle:
+        """Send a scheduled push now (it is due, or the admin pressed Send now), exactly
+        once: BroadcastBusy while another job runs (the push stays scheduled), NotScheduled
+        when it is no longer scheduled (started already, here or elsewhere, or cancelled)."""
+        busy = self._broadcaster.busy()
+        if busy is not None:
+            raise BroadcastBusy(busy)
+        with self._factory.begin() as session:
+            started = queries.change_push_status(
+                session,
+                push_uuid,
+                PushStatus.RUNNING,
+                expected={PushStatus.SCHEDULED},
+                now=self.clock(),
+            )
+            current = None if started else queries.get_push(session, push_uuid)
+        if not started:
+            raise NotScheduled(push_uuid, None if current is None else current.status)
+        try:
+            return self._broadcaster.launch_push(push_uuid)
+        except BroadcastBusy:
+            # Another process's job began between the check and the launch. The push is
+            # running in the ledger now: like one resumed at start-up, its job waits for
+            # the lease (launching it again returns that job).
+            self._broadcaster.resume_unfinished()
+            return self._broadcaster.launch_push(push_uuid)
+
+    def cancel_scheduled(self, push_uuid: UUID) -> bool:
+        """Drop a scheduled push before it starts; False if it is no longer scheduled."""
+        with self._factory.begin() as session:
+            return queries.change_push_status(
+                session, push_uuid, PushStatus.CANCELLED, expected={PushStatus.SCHEDULED}
+            )
+
+    def scheduled(self, limit: int | None = None) -> list[PushSummary]:
+        """Pushes waiting for their time, soonest first."""
+        with self._factory.begin() as session:
+            return queries.scheduled_pushes(session, limit=limit)
+
+    def due_scheduled(self, now: datetime) -> list[PushSummary]:
+        with self._factory.begin() as session:
+            return queries.scheduled_pushes(session, due_by=now)
+
+    def next_scheduled_at(self) -> datetime | None:
+        soonest = self.scheduled(limit=1)
+        return soonest[0].scheduled_at if soonest else None
 
     def check_undo(self, push_uuid: UUID) -> UndoCheck:
         """What /undo would do with this push. UnknownBroadcast if there is no such push."""
@@ -323,6 +440,18 @@ class BroadcastService:
         with self._factory.begin() as session:
             return queries.audience_counts(session)
 
-    def audience_size(self) -> int:
+    def audience_size(self, segment: Segment = EVERYONE) -> int:
+        """The chats a push to `segment` would reach now."""
         with self._factory.begin() as session:
-            return queries.audience_size(session)
+            return queries.audience_size(session, segment, self._admin_ids)
+
+    def languages(self) -> list[LanguageCount]:
+        """The languages present in the audience, with their chats, most first."""
+        with self._factory.begin() as session:
+            return queries.audience_languages(session)
+
+    def admins_not_on_record(self) -> list[int]:
+        """Admins a test send cannot reach: never wrote to the bot, or purged."""
+        with self._factory.begin() as session:
+            reachable = queries.admins_on_record(session, self._admin_ids)
+        return sorted(self._admin_ids - reachable)

@@ -60,6 +60,7 @@ from pushbot.db.models import (
     RetractStatus,
     statuses_that_may_become,
 )
+from pushbot.db.segments import EVERYONE, Segment, SegmentKind
 
 CHATS = cast(Table, Chat.__table__)
 CHAT_EVENTS = cast(Table, ChatEvent.__table__)
@@ -126,6 +127,11 @@ class PushDraft:
     preview_message_id: int | None = None
     # The admin's message that becomes the live status (the confirmation), if any.
     status_message_id: int | None = None
+    segment: Segment = EVERYONE
+    disable_notification: bool = False
+    protect_content: bool = False
+    # Set: the push is stored `scheduled` for then, and started by the scheduler.
+    scheduled_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -151,11 +157,25 @@ class PushSummary:
     edited_text: str | None = None
     edited_entities: tuple[dict[str, Any], ...] = ()
     edited_at: datetime | None = None
+    segment: Segment = EVERYONE
+    disable_notification: bool = False
+    protect_content: bool = False
+    scheduled_at: datetime | None = None
 
     @property
     def current_text(self) -> str | None:
         """What the copies say now (the corrected text once an edit has been made)."""
         return self.edited_text if self.edited_text is not None else self.text
+
+    @property
+    def copy_options(self) -> dict[str, bool]:
+        """copyMessage's flags this push is sent with (only those set: an unflagged push's
+        requests stay as they always were)."""
+        flags = {
+            "disable_notification": self.disable_notification,
+            "protect_content": self.protect_content,
+        }
+        return {name: True for name, value in flags.items() if value}
 
 
 @dataclass(frozen=True)
@@ -165,6 +185,12 @@ class EditedText:
 
     text: str
     entities: tuple[dict[str, Any], ...] = ()
+
+
+@dataclass(frozen=True)
+class LanguageCount:
+    code: str  # lower case, as segments name it
+    chats: int
 
 
 @dataclass(frozen=True)
@@ -356,8 +382,69 @@ def audience_counts(session: Session) -> AudienceCounts:
     return AudienceCounts(subscribed=row[0], unsubscribed=row[1], purged=row[2])
 
 
-def audience_size(session: Session) -> int:
-    return session.execute(select(func.count()).where(_in_audience())).scalar_one()
+def audience_size(
+    session: Session, segment: Segment = EVERYONE, admin_ids: Collection[int] = ()
+) -> int:
+    """The chats a push to `segment` would reach now (`admin_ids`: who the admins are)."""
+    return session.execute(
+        select(func.count()).where(segment_filter(segment, admin_ids))
+    ).scalar_one()
+
+
+def audience_languages(session: Session) -> list[LanguageCount]:
+    """The languages of the private chats in the audience, most chats first."""
+    language = func.lower(CHATS.c.language_code).label("language")
+    rows = session.execute(
+        select(language, func.count().label("n"))
+        .where(_in_audience(), CHATS.c.type == "private", CHATS.c.language_code.is_not(None))
+        .group_by(language)
+        .order_by(func.count().desc(), language)
+    )
+    return [LanguageCount(row.language, row.n) for row in rows]
+
+
+def admins_on_record(session: Session, admin_ids: Collection[int]) -> set[int]:
+    """The admins a test send reaches: those whose chat is on record and not purged."""
+    if not admin_ids:
+        return set()
+    return set(
+        session.execute(
+            select(CHATS.c.id).where(segment_filter(Segment(SegmentKind.ADMINS), admin_ids))
+        ).scalars()
+    )
+
+
+def segment_filter(segment: Segment, admin_ids: Collection[int] = ()) -> ColumnElement[bool]:
+    """The chats of a segment (see pushbot.db.segments), as a WHERE clause on `chats`."""
+    if segment.kind is SegmentKind.ADMINS:
+        # Reachable admins, subscribed or not: a test send is not an announcement.
+        return and_(CHATS.c.id.in_(sorted(admin_ids)), CHATS.c.purged_at.is_(None))
+    audience = _in_audience()
+    if segment.kind is SegmentKind.PRIVATE:
+        return and_(audience, CHATS.c.type == "private")
+    if segment.kind is SegmentKind.GROUPS:
+        return and_(audience, CHATS.c.type.in_(["group", "supergroup"]))
+    if segment.kind is SegmentKind.LANGUAGE:
+        return and_(
+            audience,
+            CHATS.c.type == "private",
+            func.lower(CHATS.c.language_code) == segment.language,
+        )
+    return audience
+
+
+def set_chat_language(session: Session, chat_id: int, language_code: str) -> bool:
+    """A user's Telegram language changed: True if the chat on record had another one."""
+    code = _clip(language_code, CHATS.c.language_code)
+    result = session.execute(
+        update(CHATS)
+        .where(
+            CHATS.c.id == chat_id,
+            or_(CHATS.c.language_code.is_(None), CHATS.c.language_code != code),
+        )
+        .values(language_code=code)
+    )
+    return _rowcount(result) > 0
 
 
 def get_chat(session: Session, chat_id: int) -> ChatRow | None:
@@ -504,8 +591,10 @@ def _purge(session: Session, purges: Iterable[tuple[int, str, datetime]]) -> Non
 
 
 def create_push(session: Session, draft: PushDraft, now: datetime | None = None) -> PushSummary:
-    """Record a new broadcast as running with an empty audience (`enqueue_recipients` fills
-    it). The report chat defaults to the admin's chat, where the preview was shown."""
+    """Record a new broadcast as running (or `scheduled`, when the draft has a time) with an
+    empty audience (`enqueue_recipients` fills it). The report chat defaults to the admin's
+    chat, where the preview was shown."""
+    scheduled_at = None if draft.scheduled_at is None else _utc(draft.scheduled_at)
     push = PushSummary(
         uuid=uuid4(),
         text=draft.text,
@@ -513,7 +602,7 @@ def create_push(session: Session, draft: PushDraft, now: datetime | None = None)
         source_chat_id=draft.source_chat_id,
         source_message_id=draft.source_message_id,
         admin_id=draft.admin_id,
-        status=PushStatus.RUNNING,
+        status=PushStatus.RUNNING if scheduled_at is None else PushStatus.SCHEDULED,
         audience_size=0,
         created_at=_utc(now),
         finished_at=None,
@@ -523,10 +612,14 @@ def create_push(session: Session, draft: PushDraft, now: datetime | None = None)
         report_message_id=None,
         status_message_id=draft.status_message_id,
         preview_message_id=draft.preview_message_id,
+        segment=draft.segment,
+        disable_notification=draft.disable_notification,
+        protect_content=draft.protect_content,
+        scheduled_at=scheduled_at,
     )
     row = asdict(push)
     del row["edited_entities"]  # stored inside edited_text (see _encode_edited_text)
-    session.execute(PUSHES.insert().values(row))
+    session.execute(PUSHES.insert().values({**row, "segment": str(push.segment)}))
     return push
 
 
@@ -540,19 +633,30 @@ def discard_unlaunched_push(session: Session, push_uuid: UUID) -> bool:
     return _rowcount(result) == 1
 
 
-def enqueue_recipients(session: Session, push_uuid: UUID, now: datetime | None = None) -> int:
-    """Snapshot the audience as pending recipients (one INSERT ... SELECT) and store its size.
+def enqueue_recipients(
+    session: Session,
+    push_uuid: UUID,
+    now: datetime | None = None,
+    *,
+    admin_ids: Collection[int] = (),
+) -> int:
+    """Snapshot the push's segment of the audience as pending recipients (one INSERT ...
+    SELECT) and store its size; `admin_ids` are the admins, for the `admins` segment.
 
     Idempotent: once a push has recipients, a second call inserts nothing (not even chats that
     subscribed since) and returns the existing count.
     """
+    stored = session.execute(
+        select(PUSHES.c.segment).where(PUSHES.c.uuid == push_uuid)
+    ).scalar_one_or_none()
+    segment = EVERYONE if stored is None else Segment.parse(stored)
     already_enqueued = exists().where(NOTIFICATIONS.c.message_uuid == push_uuid)
     audience = select(
         sql_cast(literal(push_uuid, Uuid()), Uuid()),
         CHATS.c.id,
         literal(DeliveryStatus.PENDING.value, String()),
         literal(_utc(now), DateTime(timezone=True)),
-    ).where(_in_audience(), ~already_enqueued)
+    ).where(segment_filter(segment, admin_ids), ~already_enqueued)
     columns = ["message_uuid", "chat_id", "status", "created_at"]
     # DO NOTHING: two concurrent first calls must not fail on the primary key.
     if _dialect(session) == "postgresql":
@@ -786,6 +890,12 @@ def change_push_status(
         values["edited_at"] = case((was_editing, stamp), else_=PUSHES.c.edited_at)
     elif status.finished:
         values["finished_at"] = moment
+    if status is PushStatus.RUNNING and PushStatus.SCHEDULED in allowed:
+        # A scheduled push is sent from its start: Telegram's 48 hours for deleting it, its
+        # pace and its place among the broadcasts count from then, not from when it was made.
+        was_scheduled = PUSHES.c.status == PushStatus.SCHEDULED.value
+        stamp = literal(moment, DateTime(timezone=True))
+        values["created_at"] = case((was_scheduled, stamp), else_=PUSHES.c.created_at)
     if status is PushStatus.RETRACTED:
         values.update(deleted=True, deleted_at=moment)
     result = session.execute(
@@ -838,6 +948,24 @@ def find_push_by_message(session: Session, chat_id: int, message_id: int) -> Pus
         .limit(1)
     ).one_or_none()
     return None if row is None else _summary(row)
+
+
+def scheduled_pushes(
+    session: Session, due_by: datetime | None = None, limit: int | None = None
+) -> list[PushSummary]:
+    """Pushes waiting for their time, soonest first; with `due_by`, those due by then."""
+    statement = (
+        select(PUSHES)
+        .where(PUSHES.c.status == PushStatus.SCHEDULED.value)
+        .order_by(PUSHES.c.scheduled_at, PUSHES.c.uuid)
+    )
+    if due_by is not None:
+        statement = statement.where(
+            PUSHES.c.scheduled_at <= literal(_utc(due_by), DateTime(timezone=True))
+        )
+    if limit is not None:
+        statement = statement.limit(limit)
+    return [_summary(row) for row in session.execute(statement)]
 
 
 def unfinished_pushes(session: Session) -> list[PushSummary]:
@@ -963,6 +1091,18 @@ def audience_history(
     return points
 
 
+def _went_out() -> ColumnElement[bool]:
+    """Broadcasts that started: not still scheduled, nor cancelled before their time came."""
+    never_started = and_(
+        PUSHES.c.status == PushStatus.CANCELLED.value,
+        PUSHES.c.scheduled_at.is_not(None),
+        ~select(NOTIFICATIONS.c.chat_id)
+        .where(NOTIFICATIONS.c.message_uuid == PUSHES.c.uuid)
+        .exists(),
+    )
+    return and_(PUSHES.c.status != PushStatus.SCHEDULED.value, ~never_started)
+
+
 def broadcast_stats(session: Session, limit: int) -> list[BroadcastStats]:
     """The latest broadcasts sent (scheduled ones are not yet), newest first, with their
     counts and pace: three queries whatever the limit."""
@@ -970,7 +1110,7 @@ def broadcast_stats(session: Session, limit: int) -> list[BroadcastStats]:
         _summary(row)
         for row in session.execute(
             select(PUSHES)
-            .where(PUSHES.c.status != PushStatus.SCHEDULED.value)
+            .where(_went_out())
             .order_by(PUSHES.c.created_at.desc(), PUSHES.c.uuid)
             .limit(limit)
         )
@@ -1001,7 +1141,7 @@ def broadcast_times(session: Session, since: datetime) -> list[datetime]:
         select(PUSHES.c.created_at)
         .where(
             PUSHES.c.created_at >= literal(_utc(since), DateTime(timezone=True)),
-            PUSHES.c.status != PushStatus.SCHEDULED.value,
+            _went_out(),
         )
         .order_by(PUSHES.c.created_at)
     )
@@ -1236,6 +1376,10 @@ def _summary(row: Row[Any]) -> PushSummary:
         edited_text=None if edited is None else edited.text,
         edited_entities=() if edited is None else edited.entities,
         edited_at=_from_db(row.edited_at),
+        segment=Segment.parse(row.segment),
+        disable_notification=row.disable_notification,
+        protect_content=row.protect_content,
+        scheduled_at=_from_db(row.scheduled_at),
     )
 
 
