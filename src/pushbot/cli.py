@@ -450,6 +450,7 @@ def cmd_undo(args: argparse.Namespace) -> int:
 
 def cmd_history(args: argparse.Namespace) -> int:
     from pushbot.bot.render import edited_line, excerpt, push_labels
+    from pushbot.db.models import PushStatus
     from pushbot.runtime import Runtime
 
     runtime = Runtime.create(_settings(require_token=False))
@@ -468,7 +469,7 @@ def cmd_history(args: argparse.Namespace) -> int:
         push, counts = row.push, row.counts
         edited = edited_line(push)
         audience = push_labels(push)
-        if push.status == "scheduled" and push.scheduled_at is not None:
+        if push.status is PushStatus.SCHEDULED and push.scheduled_at is not None:
             audience += f" · due {push.scheduled_at:%Y-%m-%d %H:%M}"
         print(
             f"{push.created_at:%Y-%m-%d %H:%M}  {push.uuid!s:36}  {push.status:10}  "

@@ -438,7 +438,7 @@ def render_history(rows: Sequence[PushHistoryRow], zone: ZoneInfo, now: datetime
     lines = ["🗂 Latest broadcasts (newest first):"]
     for row in rows:
         push, counts = row.push, row.counts
-        if push.status == "scheduled" and push.scheduled_at is not None:
+        if push.status is PushStatus.SCHEDULED and push.scheduled_at is not None:
             when = "for " + describe_when(push.scheduled_at, zone, now)
         else:
             when = describe_when(push.created_at, zone, now)
