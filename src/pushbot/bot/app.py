@@ -84,7 +84,7 @@ def build_application(
     stats: StatsService,
 ) -> AnyApp:
     transport = transport_name(settings)
-    outbox = Outbox(store, limit=settings.reply_queue_limit)
+    outbox = Outbox(store, limit=settings.reply_queue_limit, booked=gateway.free.booked_ahead)
     app = (
         ApplicationBuilder()
         .token(settings.bot_token)

@@ -14,8 +14,8 @@ Two lanes (both optional):
 - `is_urgent(update)`: such updates (the admins') take no slot and never wait for
   admission, so a rush of users' updates cannot delay them; their chat's order still holds,
   through the same backlogs;
-- `admission()`: awaited by every other chat's drainer before it takes a slot (the
-  outbox's "room for one more reply"); while it waits, the chat's updates are not handled.
+- `admission()`: awaited by every other chat's drainer once it has its slot (the outbox's
+  "room for one more reply"); while it waits, the chat's updates are not handled.
 
 The bound is ours, not ptb's: BaseUpdateProcessor.process_update (final) holds ptb's
 semaphore around `do_process_update`, which would make urgent updates queue for a slot
@@ -102,10 +102,12 @@ class PerChatOrderedProcessor(BaseUpdateProcessor):
         if urgent:
             yield
             return
-        if self._admission is not None:
-            await self._admission()
         await self._slots.acquire()
         try:
+            # Within the slot: at most `bound` drainers are past it at any time, so the
+            # outbox overshoots its limit by at most that many replies.
+            if self._admission is not None:
+                await self._admission()
             yield
         finally:
             self._slots.release()

@@ -14,8 +14,9 @@ they wait for a slot of Telegram's budget.
 
 What jumps the queue: everything said to an admin (`Outbox.answer` replies directly) and
 everything the admins' flows send (previews, status edits, button answers, reports) goes
-straight to the gateway, where it waits behind at most the `OUTBOX_SENDERS` replies being
-sent, never behind the queue.
+straight to the gateway, where it waits behind at most `BOOKED_AHEAD` seconds of replies
+(the senders book a slot of the free budget only when few are booked), never behind the
+queue. Their updates also skip the update processor's bound (pushbot.bot.ordering).
 
 Bounded: at most `limit` replies are owed at once. When the outbox is full, users' updates
 wait before they are handled (`wait_for_room`, called by the update processor): nothing is
@@ -49,9 +50,13 @@ from pushbot.db.queries import OutgoingReply, OwedReply
 logger = logging.getLogger(__name__)
 
 # Sends in flight at once. At Telegram's ~30/s and its 50-500 ms per request, 16 keep the
-# budget busy; they are also all a reply of an admin may wait behind in the gateway (16
-# booked slots: about half a second at 30/s).
+# budget busy.
 OUTBOX_SENDERS = 16
+# A sender books its slot of the free budget only once the slots already booked ahead of it
+# end within this many seconds, so that what jumps the queue (an admin's reply, a status
+# edit) waits behind at most this much of the outbox, not behind all 16 senders (half a
+# second at 30/s). 0.2 s (6 slots) still covers Telegram's latency: the budget never idles.
+BOOKED_AHEAD = 0.2
 DEFAULT_LIMIT = DEFAULT_REPLY_QUEUE_LIMIT
 # A reply that failed past the gateway's own retries (Telegram down for over a minute) is
 # tried again after 1 s, 2 s … at most 60 s; the chat's later replies wait behind it.
@@ -96,8 +101,16 @@ def reply_to(message: Message, text: str) -> OutgoingReply:
 
 
 class Outbox:
-    def __init__(self, store: Store, limit: int = DEFAULT_LIMIT, senders: int = OUTBOX_SENDERS):
+    def __init__(
+        self,
+        store: Store,
+        limit: int = DEFAULT_LIMIT,
+        senders: int = OUTBOX_SENDERS,
+        booked: Callable[[], float] | None = None,
+    ) -> None:
+        """`booked()`: seconds of the free budget already booked ahead (Pacer.booked_ahead)."""
         self._store = store
+        self._booked = booked
         self._limit = limit
         self._senders_wanted = senders
         # Per chat, its owed replies in order; `_ready`: chats whose head may be sent now, in
@@ -249,6 +262,9 @@ class Outbox:
         """Send one reply; False if it should be tried again later."""
         assert self._bot is not None
         reply = row.reply
+        if self._booked is not None:
+            while (ahead := self._booked() - BOOKED_AHEAD) > 0:
+                await asyncio.sleep(ahead)
         try:
             await self._bot.do_api_request(SEND_MESSAGE, api_kwargs=send_message_parameters(reply))
         except (Forbidden, BadRequest) as exc:
