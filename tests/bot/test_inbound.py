@@ -47,9 +47,7 @@ def owed_in_database(bot: BotHarness) -> int:
 
 
 def reply_times(tg: StandIn, users: set[int]) -> list[float]:
-    return sorted(
-        c.at for c in tg.calls("sendMessage") if c.status == 200 and c.chat_id in users
-    )
+    return sorted(c.at for c in tg.calls("sendMessage") if c.status == 200 and c.chat_id in users)
 
 
 def test_group_commits_keep_each_chats_order_and_every_subscription(

@@ -25,6 +25,7 @@ from pushbot.bot.store import (
     _Write,
 )
 from pushbot.bot.writer import GroupCommitWriter, WriterClosed
+from pushbot.broadcast.backoff import Backoff
 from pushbot.db import queries
 from pushbot.db.queries import ChatInfo, OutgoingReply
 
@@ -139,7 +140,7 @@ class FlakyDatabase:
 def test_a_failing_database_is_retried_and_nothing_is_applied_twice(
     session_factory: Factory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(writer_module, "RETRY_BACKOFF", writer_module.Backoff(0.01, 0.02))
+    monkeypatch.setattr(writer_module, "RETRY_BACKOFF", Backoff(0.01, 0.02))
     flaky = FlakyDatabase(failures=3)
     writer: GroupCommitWriter[ChatInfo, bool] = GroupCommitWriter(session_factory, flaky)
 

@@ -128,9 +128,7 @@ def test_owed_replies_keep_their_order_and_go_when_settled(session_factory: Fact
         queries.settle_replies(session, [])
 
 
-def test_an_empty_batch_writes_nothing(
-    session_factory: Factory, sql_log: StatementLog
-) -> None:
+def test_an_empty_batch_writes_nothing(session_factory: Factory, sql_log: StatementLog) -> None:
     calls: list[Callable[[Session], Any]] = [
         lambda s: queries.subscribe_chats(s, [], T0),
         lambda s: queries.unsubscribe_chats(s, [], T0),

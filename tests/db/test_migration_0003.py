@@ -49,9 +49,7 @@ def test_0003_adds_the_outbox_and_its_downgrade_removes_only_that(empty_db_url: 
             connection.execute(
                 OUTBOX.insert().values(chat_id=42, text="👋 Welcome!", created_at=T0)
             )
-            connection.execute(
-                OUTBOX.insert().values(chat_id=42, text="second", created_at=T0)
-            )
+            connection.execute(OUTBOX.insert().values(chat_id=42, text="second", created_at=T0))
             ids = connection.execute(sa.select(OUTBOX.c.id).order_by(OUTBOX.c.id)).scalars()
             assert list(ids) == [1, 2]
 
