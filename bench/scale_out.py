@@ -11,7 +11,9 @@ scenarios per shape:
   each user's replies counted;
 - limits: Telegram's limits on (30/s per bot token), M new users' /start at once: the
   pace of the replies and the 429s Telegram answered. Each process paces itself at 29.8/s
-  (its own gateway), so two processes together ask for twice what the token may send.
+  (its own gateway), so two processes together ask for twice what the token may send;
+- shares: the same with each of the two processes given half the budget
+  (BROADCAST_RATE=14.9, which is also the free budget's pace without paid broadcasts).
 """
 
 from __future__ import annotations
@@ -51,6 +53,7 @@ from tgstandin.remote import RemoteStandIn
 
 BENCH = Path(__file__).resolve().parent
 SECRET = "bench-secret_token"
+SHARED_RATE = 29.8
 
 
 @dataclass
@@ -114,7 +117,7 @@ def stop(process: subprocess.Popen[bytes]) -> None:
 def run_shape(
     processes: int, scenario: str, database_url: str, users_count: int, timeout: float
 ) -> Shape:
-    limited = scenario == "limits"
+    limited = scenario in ("limits", "shares")
     standin_args = () if limited else ("--no-limits",)
     with StandInProcess(*standin_args) as standin:
         tg = standin.tg
@@ -146,6 +149,8 @@ def run_shape(
                 }
                 if not limited:
                     settings["broadcast_rate"] = "1e9"
+                elif scenario == "shares":
+                    settings["broadcast_rate"] = str(SHARED_RATE / processes)
                 arguments = [item for k, v in settings.items() for item in ("--set", f"{k}={v}")]
                 # One after the other: each applies the migrations at its start.
                 bots[f"bot {index + 1}"] = start_ready(
@@ -229,14 +234,18 @@ def main(argv: list[str] | None = None) -> int:
     command = command_line("scale_out.py", argv)
     shapes: list[Shape] = []
     with postgres_database() as server_url:
-        counter = 0
-        for scenario, users in (("burst", args.users), ("limits", args.limited_users)):
-            for processes in (1, 2):
-                counter += 1
-                database = postgres_database_named(server_url, f"scale_{counter}")
-                shape = run_shape(processes, scenario, database, users, args.timeout)
-                print(f"  {shape.describe()}", flush=True)
-                shapes.append(shape)
+        shapes_to_run = [
+            ("burst", args.users, 1),
+            ("burst", args.users, 2),
+            ("limits", args.limited_users, 1),
+            ("limits", args.limited_users, 2),
+            ("shares", args.limited_users, 2),
+        ]
+        for counter, (scenario, users, processes) in enumerate(shapes_to_run):
+            database = postgres_database_named(server_url, f"scale_{counter}")
+            shape = run_shape(processes, scenario, database, users, args.timeout)
+            print(f"  {shape.describe()}", flush=True)
+            shapes.append(shape)
     rows = [
         Row(
             f"{s.processes} webhook process(es) behind a chat-routing proxy, {s.scenario}, "

@@ -42,10 +42,6 @@ class AdminsOnly(BaseHandler[Update, Any, Any]):
         self._handler = handler
         self._admin_ids = frozenset(admin_ids)
 
-    @property
-    def handler(self) -> BaseHandler[Update, Any, Any]:
-        return self._handler
-
     def check_update(self, update: object) -> bool | object | None:
         if not sent_by_admin(update, self._admin_ids):
             return None

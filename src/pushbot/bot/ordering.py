@@ -63,16 +63,10 @@ class PerChatOrderedProcessor(BaseUpdateProcessor):
         if max_concurrent_updates < 1:
             raise ValueError("max_concurrent_updates must be a positive integer")
         super().__init__(PTB_BOUND)
-        self._bound = max_concurrent_updates
         self._slots = Slots(max_concurrent_updates)
         self._backlogs: dict[int, deque[Awaitable[Any]]] = {}
         self._is_urgent = is_urgent
         self._admission = admission
-
-    @property
-    def bound(self) -> int:
-        """Chats (other than urgent ones) handled at once."""
-        return self._bound
 
     @property
     def chats_in_progress(self) -> int:

@@ -126,20 +126,11 @@ class Outbox:
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = False
         self._bot: Bot | None = None
-        self._sent = 0
 
     @property
     def owed(self) -> int:
         """Replies waiting or being sent."""
         return self._owed
-
-    @property
-    def sent(self) -> int:
-        return self._sent
-
-    @property
-    def limit(self) -> int:
-        return self._limit
 
     # --- lifecycle (on the Application's loop) --------------------------------------------
 
@@ -250,7 +241,6 @@ class Outbox:
             await self._store.settle_replies((row.id,))
             queue.popleft()
             self._owed -= 1
-            self._sent += 1
             if self._owed < self._limit:
                 self._room.set()
             if queue:
