@@ -122,6 +122,7 @@ class GroupCommitWriter(Generic[ItemT, ResultT]):
                 self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
                 self._thread.start()
             elif self._idle:
+                self._idle = False  # one wake-up is enough until it waits again
                 self._wake.notify()
         return future
 
