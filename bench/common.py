@@ -606,13 +606,21 @@ class Profiler:
 # markers all occur in a sample's stack takes the sample ("a|b": either a or b).
 ACTIVITIES: tuple[tuple[str, tuple[str, ...]], ...] = (
     (
+        "bot loop: webhook server (pushbot.bot.webhook on aiohttp), the handling under it",
+        ("BotThread._run", "WebhookServer._receive"),
+    ),
+    ("bot loop: the outbox's sends (ptb → the transport)", ("BotThread._run", "Outbox._send")),
+    (
         "bot loop: HTTP requests to the Bot API (ptb → httpx/httpcore)",
         ("BotThread._run", "BaseRequest.post"),
     ),
     ("bot loop: webhook server (tornado, ptb's handler)", ("BotThread._run", "tornado/")),
     ("bot loop: getUpdates parsing / Update.de_json", ("BotThread._run", "de_json")),
     ("bot loop: dispatch, handlers, asyncio itself", ("BotThread._run",)),
-    ("bot DB calls in asyncio.to_thread (SQLAlchemy, psycopg2/sqlite3)", ("Store._run",)),
+    (
+        "bot writer thread: group commits (SQLAlchemy, psycopg2/sqlite3)",
+        ("GroupCommitWriter._run",),
+    ),
     (
         "engine loop: HTTP requests (ptb → httpx/httpcore)",
         ("_run_loop_forever", "BaseRequest.post"),
@@ -662,9 +670,10 @@ HIGHLIGHTS = (
         "OutcomeWriter._commit (pushbot/broadcast/ledger.py)",
     ),
     (
-        "Store._run (the bot's DB calls)",
-        "Store._run.<locals>.in_transaction (pushbot/bot/store.py)",
+        "GroupCommitWriter._commit (the bot's group commits)",
+        "GroupCommitWriter._commit (pushbot/bot/writer.py)",
     ),
+    ("Update.de_json (ptb parsing the updates)", "Update.de_json (telegram/_update.py)"),
 )
 
 

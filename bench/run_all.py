@@ -44,6 +44,8 @@ BENCHMARKS = (
         ("--database", "sqlite", "--memory-recipients", "0"),
     ),
     Benchmark("inbound", "inbound.py"),
+    Benchmark("storm", "storm.py"),
+    Benchmark("scale_out", "scale_out.py"),
     Benchmark("bad_days", "bad_days.py"),
     Benchmark("transport", "transport.py"),
 )
@@ -163,13 +165,27 @@ METHOD = """\
   **engine_overhead_sqlite**: the same comparison on an SQLite file (`--database sqlite`,
   no memory run); it replaces the loose engine-vs-bare assertion the test suite used to
   make (the test keeps only the functional check, `tests/broadcast/test_large_push.py`).
-- **inbound** (issue #5): stand-in with its send limit lifted (otherwise replies are capped
-  at 30/s) and the bot's broadcast_rate lifted (the shared pacer would cap replies too),
-  PostgreSQL, 5,000 users who never wrote before. All 5,000 /start updates are queued at the
-  stand-in before the bot starts (a burst; injection is not the limit). Webhook mode: the
-  stand-in POSTs them to ptb's webhook server (max_connections 40); polling: getUpdates
-  batches of 100. Handled = the reply as recorded by the stand-in; every user's row is
-  checked in PostgreSQL afterwards. Best of 2 per mode.
+- **inbound** (issue #9, benchmark 3): stand-in with its send limit lifted (otherwise
+  replies are capped at 30/s) and the bot's broadcast_rate lifted (the shared pacer would
+  cap replies too), PostgreSQL, 5,000 users who never wrote before. Their updates are held
+  at the stand-in while the bot starts, queued in one control call and released at once
+  (a burst; neither start-up nor injection is measured). Webhook mode: the stand-in POSTs
+  them over up to 100 connections; polling: getUpdates batches of 100. Handled = the
+  reply as recorded by the stand-in; every user's row is checked in PostgreSQL afterwards.
+  CPU per update: the bot's threads (this process but its main thread, the driver) from
+  the release to the last reply. Anchors in the same run, each bench/minimal_bot.py in a
+  process of its own, no database: ptb's defaults (HTTPXRequest, one update at a time),
+  ptb with 64 concurrent updates on HTTPXRequest(16) and on pushbot's AiohttpRequest, all
+  through ptb's run_webhook. Rounds alternate the rows; best of 2 per row.
+- **storm** (issue #9, benchmark 4): stand-in at Telegram's limits with 30–120 ms
+  latency, PostgreSQL, the bot with default settings; 3,000 new users' /start in ten
+  slices 0.1 s apart, an admin's /help after the fifth. Recorded = first /start → every
+  row in PostgreSQL; the admin's answer = /help sent → the reply at the stand-in; replies
+  = N / (last − first) of the users' replies; 429s over every method. Webhook, then polling.
+- **scale_out** (docs/scaling.md): the bot as one and as two webhook processes
+  (bench/bot_process.py) behind a proxy routing by chat id (bench/chat_router.py), one
+  PostgreSQL, each in a process of its own; a 5,000-user burst with limits lifted, then
+  600 /start at Telegram's limits (each process paces itself at 29.8/s).
 - **bad_days** (issue #8): Telegram's bad days against the real bot, stand-in at Telegram's
   limits (30/s, 1/s per chat, 1000/s paid) with 30–120 ms latency, PostgreSQL, a fresh
   database per scenario. *outage*: 800 subscribers, /push, 5 s after Send every method

@@ -55,6 +55,7 @@ def test_every_default() -> None:
     assert loaded.webhook_path == "telegram"
     assert loaded.webhook_secret is None
     assert loaded.update_concurrency == 64
+    assert loaded.reply_queue_limit == 10_000
     assert loaded.uses_webhook is False
     assert loaded.telegram_transport is TelegramTransport.AIOHTTP
     assert loaded.default_timezone == ZoneInfo("UTC")
@@ -143,6 +144,7 @@ def test_numbers_are_read() -> None:
         BROADCAST_RATE="12.5",
         WEBHOOK_PORT="88",
         UPDATE_CONCURRENCY="4096",
+        REPLY_QUEUE_LIMIT="100",
     )
 
     assert (loaded.broadcast_workers, loaded.broadcast_pool_size) == (8, 12)
@@ -152,6 +154,7 @@ def test_numbers_are_read() -> None:
         88,
         4096,
     )
+    assert loaded.reply_queue_limit == 100
 
 
 @pytest.mark.parametrize("raw", ["1", "true", "TRUE", "yes", "on"])
@@ -281,6 +284,9 @@ MALFORMED = [
     ("WEBHOOK_PORT", "65536", {}),
     ("UPDATE_CONCURRENCY", "0", {}),
     ("UPDATE_CONCURRENCY", "4097", {}),
+    ("REPLY_QUEUE_LIMIT", "99", {}),
+    ("REPLY_QUEUE_LIMIT", "1000001", {}),
+    ("REPLY_QUEUE_LIMIT", "lots", {}),
     ("TELEGRAM_TRANSPORT", "requests", {}),
     ("DEFAULT_TIMEZONE", "Mars/Olympus_Mons", {}),
     ("DEFAULT_TIMEZONE", "/etc/passwd", {}),

@@ -51,6 +51,8 @@ PAID_BROADCAST_MAX_RATE = 1000.0
 FREE_IN_FLIGHT = 30
 PAID_REQUEST_LATENCY = 0.15
 MAX_DERIVED_IN_FLIGHT = 200
+# Replies owed at once (pushbot.bot.outbox): about 5.6 minutes of Telegram's 30/s.
+DEFAULT_REPLY_QUEUE_LIMIT = 10_000
 # str.isdigit() accepts '²' and int() accepts '1_0': only plain ASCII digits are numbers here.
 DIGITS = re.compile(r"[0-9]+")
 TOKEN_PATTERN = re.compile(r"[0-9]+:[A-Za-z0-9_-]+")
@@ -229,6 +231,10 @@ class Settings(BaseSettings):
         default=None, repr=False
     )
     update_concurrency: Annotated[WholeNumber, AfterValidator(_between(1, 4096))] = 64
+    # Replies owed to users at most (the outbox); beyond it, users' updates wait.
+    reply_queue_limit: Annotated[WholeNumber, AfterValidator(_between(100, 1_000_000))] = (
+        DEFAULT_REPLY_QUEUE_LIMIT
+    )
     default_timezone: Annotated[ZoneInfo, BeforeValidator(_timezone)] = ZoneInfo("UTC")
 
     @classmethod

@@ -182,6 +182,19 @@ class StandInControl:
         return message
 
     @operation
+    def send_texts(self, user_ids: list[int], text: str) -> int:
+        """Each of these people writes `text` to the bot in their private chat (a rush: one
+        control call for thousands of updates); returns how many were sent."""
+        world = self._world
+        with world.lock:
+            for user_id in user_ids:
+                person = world.person(user_id)
+                chat = world.sending_chat(person, None)
+                world.user_message(person, chat, world.text_content(text, None), None, text)
+        world.notify()
+        return len(user_ids)
+
+    @operation
     def send_photo(
         self,
         user_id: int,
@@ -321,6 +334,17 @@ class StandInControl:
     def pending_updates(self) -> int:
         with self._world.lock:
             return self._world.updates.pending_count()
+
+    @operation
+    def hold_updates(self, held: bool = True) -> None:
+        """Held: new updates queue up, but neither getUpdates nor the webhook hands any out
+        (a chat whose delivery is under way still gets the rest of its queue); released, the
+        backlog flows at once. The benchmarks queue a burst this way while the bot is
+        already running."""
+        with self._world.lock:
+            self._world.updates.held = held
+        if not held:
+            self._world.notify()
 
     @operation
     def webhook_info(self) -> JsonDict:

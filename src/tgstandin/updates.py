@@ -57,6 +57,8 @@ class UpdateQueue:
         self.allowed: frozenset[str] | None = None  # None: Telegram's default set
         self.polling: deque[QueuedUpdate] = deque()
         self.webhook: Webhook | None = None
+        # Held: updates queue up but none is handed out (benchmarks release a burst at once).
+        self.held = False
         self._generation = 0
 
     # -- producing -------------------------------------------------------------------------
@@ -101,6 +103,8 @@ class UpdateQueue:
         elif offset is not None:
             while queue and queue[0].update_id < offset:
                 queue.popleft()
+        if self.held:
+            return []
         return [queue[i] for i in range(min(limit, len(queue)))]
 
     # -- webhook ---------------------------------------------------------------------------
@@ -169,7 +173,7 @@ class UpdateQueue:
         webhook = self.webhook
         if webhook is None or webhook.generation != generation or not webhook.ready:
             return None
-        if len(webhook.active) >= webhook.max_connections:
+        if self.held or len(webhook.active) >= webhook.max_connections:
             return None
         chat_key = webhook.ready.popleft()
         webhook.active.add(chat_key)

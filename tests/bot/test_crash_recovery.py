@@ -1,4 +1,5 @@
-"""SIGKILL the real bot process mid-job; the next start carries on from the ledger."""
+"""SIGKILL the real bot process mid-job (the next start carries on from the ledger) and with
+replies still queued (the next start sends them from the outbox)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ from datetime import UTC, datetime
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from pushbot.bot.outbox import OUTBOX_SENDERS
+from pushbot.bot.users import WELCOME
 from pushbot.db import queries
 from tests.fixtures.process import BotProcess
 from tgstandin.server import StandIn
@@ -186,3 +189,46 @@ def test_sigkill_mid_edit_resumes_with_only_what_is_left(
     assert counts.edit_unchanged <= WORKERS
     assert set(counts.edit_unchanged_by_reason) <= {"already had this text"}
     assert f"Edited {counts.edited} · Unchanged {counts.edit_unchanged}" in edited["text"]
+
+
+def test_sigkill_with_replies_queued_sends_them_after_the_restart(
+    standin: StandIn, bot_process: BotProcess, db_url: str, session_factory: sessionmaker[Session]
+) -> None:
+    """A rush at Telegram's 30/s: every /start is recorded (with its welcome owed) long
+    before the welcomes are sent. Killed then, the bot sends the rest at its next start: no
+    user without a welcome, none told "already subscribed", at most one reply per outbox
+    sender twice (sent just before the kill, its row not yet gone)."""
+    standin.add_user(ADMIN)
+    users = standin.add_users(RECIPIENTS)
+    _start_bot(standin, bot_process, db_url)
+    standin.wait_for(lambda: standin.count("setMyCommands", 200) >= 1, timeout=60)
+    standin.send_texts(users, "/start")
+
+    def recorded() -> int:
+        with session_factory.begin() as session:
+            return queries.audience_size(session)
+
+    standin.wait_for(lambda: recorded() == RECIPIENTS, timeout=60)
+    standin.wait_for(lambda: standin.count("sendMessage", 200) >= 30, timeout=30)
+    bot_process.kill()
+    sent_before = standin.count("sendMessage", 200)
+    with session_factory.begin() as session:
+        owed = queries.owed_replies(session)
+    assert sent_before < RECIPIENTS and owed, "the kill should land with replies queued"
+
+    _start_bot(standin, bot_process, db_url)
+    standin.wait_for(lambda: all(standin.inbox(u) for u in users), timeout=90)
+
+    per_user = {u: [m["text"] for m in standin.inbox(u)] for u in users}
+    assert all(text == WELCOME for texts in per_user.values() for text in texts)
+    duplicates = sum(len(texts) - 1 for texts in per_user.values())
+    assert duplicates <= OUTBOX_SENDERS, f"{duplicates} welcomes sent twice"
+    standin.wait_for(lambda: not _owed(session_factory), timeout=30)
+    assert "sending" in bot_process.output() and "owed since before the restart" in (
+        bot_process.output()
+    )
+
+
+def _owed(factory: sessionmaker[Session]) -> list[queries.OwedReply]:
+    with factory.begin() as session:
+        return queries.owed_replies(session)

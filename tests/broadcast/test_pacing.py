@@ -109,6 +109,25 @@ def test_threads_together_never_share_or_skip_a_slot() -> None:
     assert clock.now - 1000.0 == pytest.approx(39 / 50)
 
 
+def test_booked_ahead_is_what_reserve_booked_beyond_now() -> None:
+    """What the outbox asks before booking: the slots reserve() booked ahead of now (a
+    thread's acquire() takes its slot only when due, booking nothing ahead)."""
+    clock = FakeClock()
+    pacer = Pacer(rate=10, clock=clock)
+    assert pacer.booked_ahead() == 0.0
+    for _ in range(3):
+        pacer.reserve()
+    assert pacer.booked_ahead() == pytest.approx(0.3)
+    clock.now += 0.25
+    assert pacer.booked_ahead() == pytest.approx(0.05)
+    clock.now += 1.0
+    assert pacer.booked_ahead() == 0.0
+    assert pacer.acquire(ClockWait(clock))  # a thread's slot, taken when due: none ahead
+    assert pacer.booked_ahead() == 0.0
+    assert pacer.reserve() == 0.0  # due at once, and the slot after it is now booked
+    assert pacer.booked_ahead() == pytest.approx(0.1)
+
+
 def test_block_for_pauses_every_user_not_only_the_caller() -> None:
     clock = FakeClock()
     pacer = Pacer(rate=200, clock=clock)

@@ -19,6 +19,7 @@ EXPECTED_TABLES = {
     "chat_events",
     "push_messages",
     "push_notifications",
+    "outbox",
 }
 
 

@@ -1,5 +1,5 @@
-"""What handlers reach through `context.bot_data`: settings, the audience store, the
-broadcast service and the statistics."""
+"""What handlers reach through `context.bot_data`: settings, the audience store, the outbox
+of replies to users, the broadcast service and the statistics."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from uuid import UUID
 
 from telegram.ext import CallbackContext
 
+from pushbot.bot.outbox import Outbox
 from pushbot.bot.store import Store
 from pushbot.broadcast.service import BroadcastService
 from pushbot.config import Settings
@@ -23,6 +24,7 @@ class Services:
     store: Store
     broadcasts: BroadcastService
     stats: StatsService
+    outbox: Outbox
     # Broadcasts whose status message is being kept up to date by a watcher task.
     watched: set[UUID] = field(default_factory=set)
 

@@ -14,7 +14,9 @@ from telegram.ext import (
     filters,
 )
 
-from pushbot.bot.services import services
+from pushbot.bot.admins import sent_by_admin
+from pushbot.bot.services import Services, services
+from pushbot.bot.store import Subscribe, Unsubscribe
 from pushbot.db.queries import ChatInfo
 
 USER_COMMANDS = {
@@ -48,45 +50,66 @@ def chat_info(chat: Chat, user: User | None = None) -> ChatInfo:
     )
 
 
+WELCOME = (
+    "👋 Welcome! You are subscribed to announcements. Send /stop to unsubscribe, /help for more."
+)
+ALREADY_SUBSCRIBED = "You are already subscribed. /stop to unsubscribe."
+UNSUBSCRIBED = "You will get no more announcements. /start to subscribe again."
+NOT_SUBSCRIBED = "You were not subscribed. /start to subscribe."
+UNKNOWN_COMMAND = "Sorry, I don't know that command. /help"
+
+
 async def start(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     chat, message = update.effective_chat, update.effective_message
     assert chat is not None and message is not None
-    newly = await services(context).store.subscribe(chat_info(chat, update.effective_user))
-    if newly:
-        await message.reply_text(
-            "👋 Welcome! You are subscribed to announcements. "
-            "Send /stop to unsubscribe, /help for more."
-        )
-    else:
-        await message.reply_text("You are already subscribed. /stop to unsubscribe.")
+    svc = services(context)
+    await svc.outbox.answer(
+        message,
+        Subscribe(chat_info(chat, update.effective_user)),
+        lambda newly: WELCOME if newly else ALREADY_SUBSCRIBED,
+        urgent=from_admin(update, svc),
+    )
 
 
 async def stop(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     chat, message = update.effective_chat, update.effective_message
     assert chat is not None and message is not None
-    was = await services(context).store.unsubscribe(chat.id)
-    await message.reply_text(
-        "You will get no more announcements. /start to subscribe again."
-        if was
-        else "You were not subscribed. /start to subscribe."
+    svc = services(context)
+    await svc.outbox.answer(
+        message,
+        Unsubscribe(chat.id),
+        lambda was: UNSUBSCRIBED if was else NOT_SUBSCRIBED,
+        urgent=from_admin(update, svc),
     )
 
 
 async def help_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-    message, user = update.effective_message, update.effective_user
+    message = update.effective_message
     assert message is not None
+    svc = services(context)
     lines = ["I send announcements to everyone subscribed.", ""]
     lines += [f"/{name} — {what}" for name, what in USER_COMMANDS.items()]
-    if user is not None and services(context).settings.is_admin(user.id):
+    admin = from_admin(update, svc)
+    if admin:
         lines += ["", "Admin:"] + [f"/{name} — {what}" for name, what in ADMIN_COMMANDS.items()]
-    await message.reply_text("\n".join(lines))
+    text = "\n".join(lines)
+    await svc.outbox.answer(message, None, lambda _: text, urgent=admin)
 
 
 async def unknown_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-    # Also what a non-admin gets for /push, /undo and /edit: they learn nothing of the admin
-    # flow.
-    if update.effective_message is not None:
-        await update.effective_message.reply_text("Sorry, I don't know that command. /help")
+    # Also what a non-admin gets for /push, /edit, /undo and the other admin commands: they
+    # learn nothing of the admin flow.
+    message = update.effective_message
+    if message is not None:
+        svc = services(context)
+        await svc.outbox.answer(
+            message, None, lambda _: UNKNOWN_COMMAND, urgent=from_admin(update, svc)
+        )
+
+
+def from_admin(update: Update, svc: Services) -> bool:
+    """An admin's update: answered at once, ahead of the users' queue (pushbot.bot.outbox)."""
+    return sent_by_admin(update, svc.settings.admin_ids)
 
 
 async def note_seen(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:

@@ -119,6 +119,12 @@ class Pacer:
             booked = max(0.0, self._theoretical_arrival - self._tolerance - self._clock())
             return booked + max(0, self._queued - 1) * self._interval
 
+    def booked_ahead(self) -> float:
+        """Seconds of slots booked ahead of now by `reserve` (the event loop's callers), not
+        counting threads waiting in `acquire`, which take a slot only once it is due."""
+        with self._lock:
+            return max(0.0, self._theoretical_arrival - self._tolerance - self._clock())
+
     def _gate_closed_at_slot(self) -> bool:
         with self._lock:
             return self._gate_until > self._clock()

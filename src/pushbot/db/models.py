@@ -1,5 +1,5 @@
-"""The data model: the audience (Chat and its history, ChatEvent) and the broadcast ledger
-(PushMessage, PushNotification).
+"""The data model: the audience (Chat and its history, ChatEvent), the broadcast ledger
+(PushMessage, PushNotification) and the replies owed to users (OutboxReply).
 
 Types are chosen to fit SQLite and PostgreSQL alike; Telegram ids need 64 bits.
 """
@@ -264,3 +264,22 @@ class PushNotification(Base):
         # "pending of message X" and "sent, not yet retracted, of message X", walked by chat id.
         Index("ix_push_notifications_work", "message_uuid", "status", "chat_id"),
     )
+
+
+class OutboxReply(Base):
+    """A reply owed to a user, written in the same commit as what it answers (the /start's
+    subscription) and deleted once Telegram took it: what a crash leaves here is sent at
+    the next start (bot/outbox.py)."""
+
+    __tablename__ = "outbox"
+
+    # Sent in id order per chat: the order the replies were owed.
+    id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer(), "sqlite"), primary_key=True, autoincrement=True
+    )
+    chat_id: Mapped[int] = mapped_column(BigInteger)
+    text: Mapped[str] = mapped_column(Text)
+    # As Message.reply_text sends it: a reply (quoted) in groups, into the message's topic.
+    reply_to_message_id: Mapped[int | None] = mapped_column(Integer)
+    message_thread_id: Mapped[int | None] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)

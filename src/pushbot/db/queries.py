@@ -1,5 +1,5 @@
-"""Every SQL statement of pushbot: the audience, its history, the broadcast ledger and the
-numbers /stats shows.
+"""Every SQL statement of pushbot: the audience, its history, the broadcast ledger, the
+replies owed to users (the outbox) and the numbers /stats shows.
 
 Rules the callers rely on:
 - functions take a `Session` and never commit: callers own the transaction
@@ -12,6 +12,7 @@ Rules the callers rely on:
 
 from __future__ import annotations
 
+import functools
 import json
 from collections import defaultdict
 from collections.abc import Collection, Iterable, Mapping, Sequence
@@ -54,6 +55,7 @@ from pushbot.db.models import (
     ChatEventKind,
     DeliveryStatus,
     EditStatus,
+    OutboxReply,
     PushMessage,
     PushNotification,
     PushStatus,
@@ -66,6 +68,7 @@ CHATS = cast(Table, Chat.__table__)
 CHAT_EVENTS = cast(Table, ChatEvent.__table__)
 PUSHES = cast(Table, PushMessage.__table__)
 NOTIFICATIONS = cast(Table, PushNotification.__table__)
+OUTBOX = cast(Table, OutboxReply.__table__)
 
 # What to pick up again after a crash or restart.
 UNFINISHED_STATUSES = (
@@ -585,6 +588,203 @@ def _purge(session: Session, purges: Iterable[tuple[int, str, datetime]]) -> Non
         .values(purged_at=_bind("b_at"), purge_reason=_bind("b_reason"))
     )
     session.execute(statement, rows)
+
+
+# --- the audience in bulk: the bot's group commits (one statement per step, not per chat) ------
+
+
+def subscribe_chats(
+    session: Session, chats: Sequence[ChatInfo], now: datetime | None = None
+) -> list[bool]:
+    """`subscribe_chat` for many distinct chats in one go; a True per chat not in the
+    audience before (new, or back after /stop or a purge), in the order given."""
+    moment = _utc(now)
+    before = _places_in_audience(session, [chat.id for chat in chats])
+    _upsert_chats(session, chats, moment, enter_audience=True)
+    entered: list[bool] = []
+    events: list[tuple[int, ChatEventKind]] = []
+    for chat in chats:
+        previous = before.get(chat.id)
+        if previous is None:
+            events.append((chat.id, ChatEventKind.JOINED))
+        elif not previous.in_audience:
+            events.append((chat.id, ChatEventKind.RETURNED))
+        entered.append(previous is None or not previous.in_audience)
+    _add_chat_events(session, events, moment)
+    return entered
+
+
+def unsubscribe_chats(
+    session: Session, chat_ids: Sequence[int], now: datetime | None = None
+) -> list[bool]:
+    """`unsubscribe_chat` for many distinct chats in one go; a True per chat that was
+    subscribed, in the order given."""
+    moment = _utc(now)
+    before = _places_in_audience(session, chat_ids)
+    places = [before.get(chat_id) for chat_id in chat_ids]
+    was_subscribed = [place is not None and place.subscribed for place in places]
+    leaving = [
+        (chat_id, ChatEventKind.LEFT)
+        for chat_id, place in zip(chat_ids, places, strict=True)
+        if place is not None and place.in_audience
+    ]
+    _add_chat_events(session, leaving, moment)
+    if any(was_subscribed):
+        session.execute(_UNSUBSCRIBE_MANY, {"ids": list(chat_ids)})
+    return was_subscribed
+
+
+def record_chats(session: Session, chats: Sequence[ChatInfo], now: datetime | None = None) -> None:
+    """`record_chat` for many distinct chats in one go."""
+    moment = _utc(now)
+    before = _places_in_audience(session, [chat.id for chat in chats])
+    _upsert_chats(session, chats, moment, enter_audience=False)
+    joined = [(chat.id, ChatEventKind.JOINED) for chat in chats if chat.id not in before]
+    _add_chat_events(session, joined, moment)
+
+
+def _places_in_audience(session: Session, chat_ids: Sequence[int]) -> dict[int, _Place]:
+    """`_place_in_audience` of many chats: one SELECT, the rows locked in id order (two
+    writers locking the same chats in one order cannot deadlock each other)."""
+    if not chat_ids:
+        return {}
+    rows = session.execute(_PLACES_IN_AUDIENCE, {"ids": list(chat_ids)})
+    return {row.id: _Place(row.subscribed, row.purged_at is not None) for row in rows}
+
+
+# The group commits' statements are built once: building them is most of their cost (the
+# `excluded` alias alone took 0.37 ms a call), executing a cached one is not.
+_PLACES_IN_AUDIENCE = (
+    select(CHATS.c.id, CHATS.c.subscribed, CHATS.c.purged_at)
+    .where(CHATS.c.id.in_(bindparam("ids", expanding=True)))
+    .order_by(CHATS.c.id)
+    .with_for_update()
+)
+_UNSUBSCRIBE_MANY = (
+    update(CHATS)
+    .where(CHATS.c.id.in_(bindparam("ids", expanding=True)), CHATS.c.subscribed == true())
+    .values(subscribed=False)
+)
+_ADD_CHAT_EVENTS = CHAT_EVENTS.insert()
+_OWE_REPLIES = OUTBOX.insert().returning(OUTBOX.c.id, sort_by_parameter_order=True)
+_SETTLE_REPLIES = delete(OUTBOX).where(OUTBOX.c.id.in_(bindparam("ids", expanding=True)))
+# Subscribing puts the chat (back) in the audience; recording leaves its place alone.
+_ENTER_AUDIENCE: Mapping[str, Any] = {"subscribed": True, "purged_at": None, "purge_reason": None}
+
+
+@functools.cache
+def _upsert_chats_statement(dialect: str, enter_audience: bool) -> Insert:
+    statement = postgresql.insert(CHATS) if dialect == "postgresql" else sqlite.insert(CHATS)
+    excluded = statement.excluded
+    refreshed: dict[str, Any] = {
+        "type": excluded.type,
+        "title": excluded.title,
+        "username": excluded.username,
+        "first_name": excluded.first_name,
+        # Updates about groups carry no language: keep the one a user's message told us.
+        "language_code": func.coalesce(excluded.language_code, CHATS.c.language_code),
+        "last_seen": excluded.last_seen,
+        **(_ENTER_AUDIENCE if enter_audience else {}),
+    }
+    upsert: Insert = statement.on_conflict_do_update(index_elements=[CHATS.c.id], set_=refreshed)
+    return upsert
+
+
+def _add_chat_events(
+    session: Session, events: Sequence[tuple[int, ChatEventKind]], at: datetime
+) -> None:
+    if events:
+        session.execute(
+            _ADD_CHAT_EVENTS,
+            [{"chat_id": chat_id, "kind": kind.value, "at": at} for chat_id, kind in events],
+        )
+
+
+def _upsert_chats(
+    session: Session, chats: Sequence[ChatInfo], now: datetime, enter_audience: bool
+) -> None:
+    """`_upsert_chat` for many chats: one executemany (PostgreSQL sends it as multi-row
+    INSERTs), each row refreshed from its own values (`excluded`) when it exists."""
+    if not chats:
+        return
+    rows = [
+        {
+            "id": chat.id,
+            "type": _clip(chat.type, CHATS.c.type),
+            "title": _clip(chat.title, CHATS.c.title),
+            "username": _clip(chat.username, CHATS.c.username),
+            "first_name": _clip(chat.first_name, CHATS.c.first_name),
+            "language_code": _clip(chat.language_code, CHATS.c.language_code),
+            "subscribed": True,
+            "purged_at": None,
+            "purge_reason": None,
+            "first_seen": now,
+            "last_seen": now,
+        }
+        for chat in chats
+    ]
+    session.execute(_upsert_chats_statement(_dialect(session), enter_audience), rows)
+
+
+# --- the outbox: replies owed to users ---------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class OutgoingReply:
+    """A text for a chat, as `Message.reply_text` would send it."""
+
+    chat_id: int
+    text: str
+    reply_to_message_id: int | None = None
+    message_thread_id: int | None = None
+
+
+@dataclass(frozen=True)
+class OwedReply:
+    """A reply in the outbox, waiting to be sent; `id` orders a chat's replies."""
+
+    id: int
+    reply: OutgoingReply
+
+
+def owe_replies(
+    session: Session, replies: Sequence[OutgoingReply], now: datetime | None = None
+) -> list[OwedReply]:
+    """Put replies in the outbox (one executemany); returned in the order given, with ids
+    that grow in that order."""
+    if not replies:
+        return []
+    moment = _utc(now)
+    rows = [
+        {
+            "chat_id": reply.chat_id,
+            "text": reply.text,
+            "reply_to_message_id": reply.reply_to_message_id,
+            "message_thread_id": reply.message_thread_id,
+            "created_at": moment,
+        }
+        for reply in replies
+    ]
+    ids = session.scalars(_OWE_REPLIES, rows).all()
+    return [OwedReply(row_id, reply) for row_id, reply in zip(ids, replies, strict=True)]
+
+
+def settle_replies(session: Session, reply_ids: Collection[int]) -> None:
+    """The replies were sent (or can never be): out of the outbox."""
+    if reply_ids:
+        session.execute(_SETTLE_REPLIES, {"ids": list(reply_ids)})
+
+
+def owed_replies(session: Session) -> list[OwedReply]:
+    """Every reply still in the outbox, oldest first (what a crash left unsent)."""
+    rows = session.execute(select(OUTBOX).order_by(OUTBOX.c.id))
+    return [
+        OwedReply(
+            row.id,
+            OutgoingReply(row.chat_id, row.text, row.reply_to_message_id, row.message_thread_id),
+        )
+        for row in rows
+    ]
 
 
 # --- broadcasts --------------------------------------------------------------------------------
