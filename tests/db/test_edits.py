@@ -7,7 +7,6 @@ from datetime import UTC, datetime, timedelta
 from uuid import UUID
 
 import pytest
-from sqlalchemy import update
 from sqlalchemy.orm import Session, sessionmaker
 
 from pushbot.db import queries
@@ -191,17 +190,3 @@ def test_an_editing_push_is_resumed_after_a_crash(session_factory: Factory) -> N
         unfinished = queries.unfinished_pushes(session)
 
     assert [(p.uuid, p.status) for p in unfinished] == [(push_uuid, S.EDITING)]
-
-
-def test_a_plain_edited_text_reads_as_text_without_formatting(session_factory: Factory) -> None:
-    push_uuid = delivered_push(session_factory, range(1, 3), S.DONE)
-    with session_factory.begin() as session:
-        session.execute(
-            update(queries.PUSHES)
-            .where(queries.PUSHES.c.uuid == push_uuid)
-            .values(edited_text='{"not": "ours"}')
-        )
-
-    push = get(session_factory, push_uuid)
-
-    assert (push.edited_text, push.edited_entities) == ('{"not": "ours"}', ())

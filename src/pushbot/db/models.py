@@ -12,6 +12,7 @@ from enum import StrEnum
 from typing import Any, ClassVar
 
 from sqlalchemy import (
+    JSON,
     BigInteger,
     Boolean,
     DateTime,
@@ -228,9 +229,10 @@ class PushMessage(Base):
     )
     protect_content: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     scheduled_at: Mapped[datetime | None]  # when a `scheduled` push is due
-    # /edit: the corrected text or caption (with its formatting, as JSON: see
-    # queries.begin_edit), and when the last edit of the copies ended.
+    # /edit: the corrected text or caption, its formatting (Bot API MessageEntity objects),
+    # and when the last edit of the copies ended.
     edited_text: Mapped[str | None] = mapped_column(Text)
+    edited_entities: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON)
     edited_at: Mapped[datetime | None]
 
     __table_args__ = (

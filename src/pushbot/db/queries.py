@@ -13,7 +13,6 @@ Rules the callers rely on:
 from __future__ import annotations
 
 import functools
-import json
 from collections import defaultdict
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -818,7 +817,7 @@ def create_push(session: Session, draft: PushDraft, now: datetime | None = None)
         scheduled_at=scheduled_at,
     )
     row = asdict(push)
-    del row["edited_entities"]  # stored inside edited_text (see _encode_edited_text)
+    row["edited_entities"] = None
     session.execute(PUSHES.insert().values({**row, "segment": str(push.segment)}))
     return push
 
@@ -1010,7 +1009,7 @@ def begin_edit(
     session.execute(
         update(PUSHES)
         .where(PUSHES.c.uuid == push_uuid)
-        .values(edited_text=_encode_edited_text(edit))
+        .values(edited_text=edit.text, edited_entities=list(edit.entities) or None)
     )
     session.execute(
         update(NOTIFICATIONS)
@@ -1460,27 +1459,6 @@ def _edit_params(outcome: EditOutcome) -> dict[str, Any]:
     }
 
 
-# The corrected text of an /edit is stored in `edited_text` with its formatting, as JSON
-# {"text": ..., "entities": [...]}: a resumed edit round must send exactly what the admin
-# approved, and the schema has no column of its own for the entities.
-def _encode_edited_text(edit: EditedText) -> str:
-    return json.dumps({"text": edit.text, "entities": list(edit.entities)}, ensure_ascii=False)
-
-
-def _decode_edited_text(stored: str | None) -> EditedText | None:
-    if stored is None:
-        return None
-    try:
-        decoded = json.loads(stored)
-    except ValueError:
-        decoded = None
-    if not isinstance(decoded, dict) or not isinstance(decoded.get("text"), str):
-        return EditedText(stored)  # plain text, written by something else: no formatting
-    entities = decoded.get("entities")
-    kept = tuple(e for e in entities if isinstance(e, dict)) if isinstance(entities, list) else ()
-    return EditedText(decoded["text"], kept)
-
-
 def _counts_for(session: Session, push_uuids: Sequence[UUID]) -> dict[UUID, PushCounts]:
     """Counts of several pushes in one GROUP BY query."""
     if not push_uuids:
@@ -1555,7 +1533,6 @@ class _Tally:
 
 
 def _summary(row: Row[Any]) -> PushSummary:
-    edited = _decode_edited_text(row.edited_text)
     return PushSummary(
         uuid=row.uuid,
         text=row.text,
@@ -1573,8 +1550,8 @@ def _summary(row: Row[Any]) -> PushSummary:
         report_message_id=row.report_message_id,
         status_message_id=row.status_message_id,
         preview_message_id=row.preview_message_id,
-        edited_text=None if edited is None else edited.text,
-        edited_entities=() if edited is None else edited.entities,
+        edited_text=row.edited_text,
+        edited_entities=tuple(row.edited_entities or ()),
         edited_at=_from_db(row.edited_at),
         segment=Segment.parse(row.segment),
         disable_notification=row.disable_notification,
