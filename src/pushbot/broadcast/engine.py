@@ -106,8 +106,8 @@ class Broadcaster:
     an event loop; the other methods do a little database work and belong in a thread
     (`asyncio.to_thread`).
 
-    `request_factory` makes the ptb request object of the engine's Bot (default: HTTPXRequest
-    with BROADCAST_POOL_SIZE connections and `options.request_timeout`).
+    `request_factory` makes the ptb request object of the engine's Bot (default: the
+    TELEGRAM_TRANSPORT's, with BROADCAST_POOL_SIZE connections and `options.request_timeout`).
     """
 
     def __init__(
