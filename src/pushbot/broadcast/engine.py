@@ -23,6 +23,7 @@ done, retracted) is written to the database before the call that caused it retur
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 import threading
@@ -57,7 +58,12 @@ from pushbot.broadcast.ledger import (
 from pushbot.broadcast.pacing import Pacer
 from pushbot.broadcast.progress import JobKind, JobReport, JobState, Progress
 from pushbot.broadcast.runner import Runner
-from pushbot.broadcast.transport import REQUEST_DEADLINE_FACTOR, RequestFactory, Transport
+from pushbot.broadcast.transport import (
+    REQUEST_DEADLINE_FACTOR,
+    LoopFactory,
+    RequestFactory,
+    Transport,
+)
 from pushbot.config import Settings
 from pushbot.db.queries import EditedText
 
@@ -96,6 +102,8 @@ class EngineOptions:
     request_timeout: float = 10.0
     # How long shutdown keeps retrying to record outcomes when the database is down.
     close_deadline: float = CLOSE_DEADLINE
+    # The engine's event loop (benchmarks compare uvloop's; see bench/engine_overhead.py).
+    loop_factory: LoopFactory = asyncio.new_event_loop
 
 
 class Broadcaster:
@@ -134,7 +142,9 @@ class Broadcaster:
         self._owns_lease = lease is None
         self._lease = lease if lease is not None else _lease_of(session_factory)
         self._registry = JobRegistry()
-        self._transport = Transport(settings, options.request_timeout, request_factory)
+        self._transport = Transport(
+            settings, options.request_timeout, request_factory, options.loop_factory
+        )
         self._control = JobControl(
             session_factory,
             self._registry,

@@ -33,6 +33,7 @@ from pushbot.transport import make_request
 T = TypeVar("T")
 
 RequestFactory = Callable[[], BaseRequest]
+LoopFactory = Callable[[], asyncio.AbstractEventLoop]
 
 # A worker gives up on a request after this many HTTP timeouts (connect, write, pool wait
 # and read may each take one).
@@ -65,8 +66,10 @@ class Transport:
         settings: Settings,
         request_timeout: float,
         request_factory: RequestFactory | None = None,
+        loop_factory: LoopFactory = asyncio.new_event_loop,
     ) -> None:
         self._settings = settings
+        self._new_loop = loop_factory
         self._deadline = REQUEST_DEADLINE_FACTOR * request_timeout
         self._make_request = request_factory or default_request_factory(settings, request_timeout)
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -82,7 +85,7 @@ class Transport:
         return self._bot
 
     def start(self) -> None:
-        loop = asyncio.new_event_loop()
+        loop = self._new_loop()
         self._loop = loop
         self._loop_thread = threading.Thread(
             target=_run_loop_forever, args=(loop,), name="pushbot-broadcast-loop", daemon=True
