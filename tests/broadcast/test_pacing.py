@@ -521,19 +521,32 @@ def test_at_the_paid_rate_callers_that_wake_late_do_not_go_out_as_a_burst() -> N
     assert in_ms == [0.0, *[20.5] * 10, *on_time, *rebooked]
 
 
-def test_at_the_paid_rate_threads_that_come_late_do_not_go_out_as_a_burst() -> None:
+def test_at_the_paid_rate_threads_that_come_late_catch_up_only_within_the_burst() -> None:
     """The engine's workers take their paid slots in turn, each only once it is due. After
-    a stall of 20.5 ms (20 slots at 1,000/s) the first two go at once, and the rest follow
-    at the rate: the slots missed meanwhile are not made up in a burst."""
+    a stall of 20.5 ms (20 slots at 1,000/s) the slots of the last 10 ms are made up at
+    once (within Telegram's burst of about 10; a late wake-up does not slow the broadcast
+    down), the 10 before them are not: then the rate applies again."""
     clock = FakeClock()
     pacer = Pacer(rate=1000, clock=clock)
     assert pacer.acquire(ClockWait(clock))
     clock.now += 0.0205  # every worker was busy elsewhere
     stamps = []
-    for _ in range(6):
+    for _ in range(14):
         assert pacer.acquire(ClockWait(clock))
         stamps.append(round((clock.now - 1000.0) * 1000, 1))
-    assert stamps == [20.5, 20.5, 21.5, 22.5, 23.5, 24.5]
+    assert stamps == [*[20.5] * 11, 21.5, 22.5, 23.5]
+
+
+def test_at_the_free_rate_a_late_thread_makes_up_one_slot_at_most() -> None:
+    clock = FakeClock()
+    pacer = Pacer(rate=30, clock=clock)
+    assert pacer.acquire(ClockWait(clock))
+    clock.now += 1.0  # 30 slots missed
+    stamps = []
+    for _ in range(4):
+        assert pacer.acquire(ClockWait(clock))
+        stamps.append(round(clock.now - 1000.0, 4))
+    assert stamps == [1.0, 1.0, round(1.0 + 1 / 30, 4), round(1.0 + 2 / 30, 4)]
 
 
 def test_waiting_in_the_queue_is_not_cut_short_by_the_retry_budget() -> None:

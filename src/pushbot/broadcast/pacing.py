@@ -39,6 +39,10 @@ RETRY_AFTER_MARGIN = 0.1
 # a slot only once it is due, so a late one never finds a backlog of slots to catch up.
 LATE_WAKE_REBOOK = 0.25
 LATE_WAKE_BURST = 10
+# A thread that wakes late for its slot (GIL contention among 150 paid workers: measured,
+# paid broadcasts ran at 94 % of 1,000/s) may take the slots it missed, up to this much
+# time of them and at most LATE_WAKE_BURST: 10 slots at 1,000/s; at the free ~30/s, one.
+THREAD_CATCH_UP = 0.01
 
 # Requests that never wait: they send nothing to a chat, and delaying them hurts (a late
 # callback answer leaves a spinner on the user's button; getUpdates is the bot's heartbeat).
@@ -81,6 +85,7 @@ class Pacer:
         self._tolerance = (burst - 1) * self._interval
         self._burst = burst
         self._late_rebook = min(LATE_WAKE_REBOOK, LATE_WAKE_BURST * self._interval)
+        self._catch_up = max(self._interval, min(THREAD_CATCH_UP, LATE_WAKE_BURST * self._interval))
         self._theoretical_arrival = clock()
         self._gate_until = 0.0
         self._turnstile = threading.Lock()
@@ -180,8 +185,9 @@ class Pacer:
         if allowed_at > now:
             return allowed_at - now
         # Waking a little late must not slow the pace down: count from the slot's
-        # theoretical time, unless the pacer had really been idle for a while.
-        start = max(self._theoretical_arrival, now - self._interval)
+        # theoretical time, unless the pacer had really been idle for a while (then at most
+        # the slots of `_catch_up` seconds are made up, within Telegram's burst).
+        start = max(self._theoretical_arrival, now - self._catch_up)
         self._theoretical_arrival = start + self._interval
         return 0.0
 
