@@ -13,8 +13,8 @@ sends), or the stand-in (`--server standin`, `--no-limits`). For each `--transpo
     worker threads each waiting for its copy on the engine's loop, HTTP pool 30);
 (b) bare: one `telegram.Bot` on `make_request(transport, pool_size=30)`, `copy_message` to
     the same N chats from 30 concurrent coroutines (asyncio.Semaphore(30)), no database;
-    on the same event loop implementation (`--loop`: asyncio's, the engine's default, and
-    uvloop's when installed: EngineOptions.loop_factory);
+    on the same event loop implementation (`--loop`: uvloop's, the engine's default, and
+    asyncio's: EngineOptions.loop_factory);
 
 and the anchor, (b) with ptb's default `HTTPXRequest()`. All in this process, the order
 rotated every round, best of --rounds each. Rate = N / wall time (launch -> report for (a),
@@ -84,7 +84,7 @@ UNLIMITED_RATE = 1e9
 BARE_CONCURRENCY = 30
 MEMORY_MARK = "MEMORY_RESULT "
 ANCHOR = "anchor"
-LOOPS = ("asyncio", "uvloop")
+LOOPS = ("uvloop", "asyncio")
 # The minimal server keeps no chats: any ids will do, and any source message.
 FIRST_CHAT = 10_000_001
 SOURCE_MESSAGE_ID = 1
@@ -187,7 +187,7 @@ class CommitLog(logging.Filter):
 
 
 def available_loops() -> list[str]:
-    """asyncio's own (the engine's) and uvloop's when it is installed."""
+    """uvloop's (the engine's) and asyncio's own."""
     return [name for name in LOOPS if name != "uvloop" or module_available("uvloop")]
 
 
@@ -474,8 +474,8 @@ def build_parser() -> argparse.ArgumentParser:
         nargs="+",
         choices=LOOPS,
         default=None,
-        help="event loops of the aiohttp rows (httpx runs on the first); default: asyncio and "
-        "uvloop (when installed)",
+        help="event loops of the aiohttp rows (httpx runs on the first); default: uvloop and "
+        "asyncio",
     )
     parser.add_argument(
         "--server",

@@ -173,8 +173,8 @@ METHOD = """\
   + wait, timed from launch to report) versus (b) a bare ptb loop on the same transport and
   event loop: one `telegram.Bot` on `make_request(transport, pool_size=30)` and 30
   concurrent `copy_message` coroutines (`asyncio.Semaphore(30)`), no database; aiohttp on
-  asyncio's loop (the engine's) and on uvloop's (`EngineOptions.loop_factory`), httpx on
-  asyncio's; plus the anchor, bare ptb on its default `HTTPXRequest()`. Rotated order, best
+  uvloop's loop (the engine's, `EngineOptions.loop_factory`) and on asyncio's, httpx on
+  uvloop's; plus the anchor, bare ptb on its default `HTTPXRequest()`. Rotated order, best
   of 5 each (medians in the details), same process; CPU per copy = this process's CPU time
   over the run / copies.
   **engine_overhead_paid_shape**: the same with 150 worker threads and connections (the
