@@ -180,6 +180,8 @@ class CpuMeter:
     (PostgreSQL included) between start() and stop()."""
 
     standin_pid: int | None
+    # What that other process is, for describe(): the stand-in, or the minimal server.
+    server_name: str = "stand-in"
     own: float = 0.0
     standin: float = 0.0
     machine: float = 0.0
@@ -210,7 +212,7 @@ class CpuMeter:
             return "n/a"
         cores = os.cpu_count() or 1
         standin = (
-            f", stand-in process {self.standin / self.wall:.0%}"
+            f", {self.server_name} process {self.standin / self.wall:.0%}"
             if self.standin_pid is not None
             else ""
         )
@@ -308,6 +310,43 @@ class StandInProcess:
 
     def __enter__(self) -> StandInProcess:
         self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+
+class MinimalBotApi:
+    """bench/minimal_botapi.py on a free loopback port: canned answers at the least CPU per
+    call, for the benchmarks where the stand-in itself would be the bottleneck."""
+
+    def __init__(self) -> None:
+        self.process = subprocess.Popen(
+            [PYTHON, str(Path(__file__).resolve().parent / "minimal_botapi.py"), "--port", "0"],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert self.process.stdout is not None
+        line = self.process.stdout.readline().split()
+        if not line or line[0] != "MINIMAL_BOTAPI":
+            self.stop()
+            raise RuntimeError(f"the minimal Bot API server did not start: {line!r}")
+        self.base_url = dict(part.split("=", 1) for part in line[1:])["base_url"]
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(5)
+
+    def __enter__(self) -> MinimalBotApi:
         return self
 
     def __exit__(self, *exc_info: object) -> None:

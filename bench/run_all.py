@@ -37,12 +37,24 @@ BENCHMARKS = (
     Benchmark("push_pace", "push_pace.py"),
     Benchmark("push_pace_alone", "push_pace.py", ("--newcomer-rate", "0")),
     Benchmark("undo_pace", "undo_pace.py"),
+    Benchmark("paid_pace", "paid_pace.py"),
     Benchmark("engine_overhead", "engine_overhead.py"),
+    Benchmark(
+        "engine_overhead_paid_shape",
+        "engine_overhead.py",
+        ("--transport", "aiohttp", "--workers", "150", "--memory-recipients", "0"),
+    ),
+    Benchmark(
+        "engine_overhead_standin",
+        "engine_overhead.py",
+        ("--transport", "aiohttp", "--server", "standin", "--memory-recipients", "0"),
+    ),
     Benchmark(
         "engine_overhead_sqlite",
         "engine_overhead.py",
-        ("--database", "sqlite", "--memory-recipients", "0"),
+        ("--database", "sqlite", "--transport", "aiohttp", "--memory-recipients", "0"),
     ),
+    Benchmark("handoff", "handoff.py"),
     Benchmark("inbound", "inbound.py"),
     Benchmark("storm", "storm.py"),
     Benchmark("scale_out", "scale_out.py"),
@@ -153,18 +165,41 @@ METHOD = """\
 - **undo_pace** (issue #4): the same set-up and /push, then /undo as a reply to the report →
   Retract; deletion pace over the successful deleteMessage calls; 429s counted from the
   press on.
-- **engine_overhead** (issue #3, benchmark 2): limits lifted, no latency, PostgreSQL,
-  10,000 chats. (a) the `Broadcaster` alone (`Pacer(1e9)`, create_push + launch_push +
-  wait, timed from launch to report) versus (b) a bare ptb loop: one `telegram.Bot` with
-  `HTTPXRequest(connection_pool_size=30)` and 30 concurrent `copy_message` coroutines
-  (`asyncio.Semaphore(30)`), no database. Alternating order, best of 5 each (medians in
-  the details), same process.
+- **engine_overhead** (issue #9, benchmark 1; issue #3's benchmark 2): limits lifted, no
+  latency, PostgreSQL, 10,000 chats, 30 worker threads. The Bot API server is
+  bench/minimal_botapi.py in a process of its own (canned answers at the least CPU per call;
+  `--server standin`: the stand-in with `--no-limits`). (a) the `Broadcaster` alone
+  (`Pacer(1e9)`, TELEGRAM_TRANSPORT set to the transport measured, create_push + launch_push
+  + wait, timed from launch to report) versus (b) a bare ptb loop on the same transport and
+  event loop: one `telegram.Bot` on `make_request(transport, pool_size=30)` and 30
+  concurrent `copy_message` coroutines (`asyncio.Semaphore(30)`), no database; aiohttp on
+  uvloop's loop (the engine's, `EngineOptions.loop_factory`) and on asyncio's, httpx on
+  uvloop's; plus the anchor, bare ptb on its default `HTTPXRequest()`. Rotated order, best
+  of 5 each (medians in the details), same process; CPU per copy = this process's CPU time
+  over the run / copies.
+  **engine_overhead_paid_shape**: the same with 150 worker threads and connections (the
+  paid tier's derived BROADCAST_WORKERS and pool at 1,000/s) for the engine, 150 coroutines
+  for the bare loop. **engine_overhead_standin**: against the stand-in instead.
   Peak memory: a 100,000-recipient engine-only broadcast in a subprocess of its own, which
   reports its `VmHWM` (`ru_maxrss` is also printed but is inflated by the fork from the
   benchmark process before exec).
   **engine_overhead_sqlite**: the same comparison on an SQLite file (`--database sqlite`,
   no memory run); it replaces the loose engine-vs-bare assertion the test suite used to
   make (the test keeps only the functional check, `tests/broadcast/test_large_push.py`).
+- **handoff** (issue #9): where the thread engine's time goes. One ptb Bot on
+  AiohttpRequest(30) on a loop in its own thread, 10,000 copies to the minimal server, 30 in
+  flight, no pacing, no database; the copies reach the loop from 30 coroutines on it, from
+  30 threads that each wait for theirs, from a feeder and a ThreadPoolExecutor whose workers
+  each wait for theirs (the engine's shape), from such workers that hand theirs over without
+  waiting, or from one thread in batches. Rotated order, best of 3; the hand-off's cost per
+  copy is the CPU per call over the loop's.
+- **paid_pace** (issue #9, benchmark 2): stand-in at Telegram's limits (30/s; 1/s per chat;
+  1,000/s with `allow_paid_broadcast`, burst 50) with 30–120 ms latency, PostgreSQL, 20,000
+  subscribed chats; the real bot with PAID_BROADCAST=true, BROADCAST_RATE=1000 (150 workers
+  and connections, derived), the admin's /push → Send, 5 new users/s sending /start
+  meanwhile. Pace over the successful copies (stand-in clock), 429s over every method,
+  copies per recipient, reply times of the users who wrote during the broadcast, and the
+  free budget's requests/s in that window (everything but the paid copies).
 - **inbound** (issue #9, benchmark 3): stand-in with its send limit lifted (otherwise
   replies are capped at 30/s) and the bot's broadcast_rate lifted (the shared pacer would
   cap replies too), PostgreSQL, 5,000 users who never wrote before. Their updates are held

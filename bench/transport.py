@@ -28,7 +28,6 @@ import asyncio
 import json
 import os
 import selectors
-import signal
 import subprocess
 import sys
 import time
@@ -42,6 +41,7 @@ import orjson
 import telegram
 from telegram.request import BaseRequest, HTTPXRequest
 
+from common import MinimalBotApi
 from pushbot.transport import AiohttpRequest
 
 BENCH = Path(__file__).resolve().parent
@@ -207,32 +207,6 @@ def module_available(name: str) -> bool:
     return importlib.util.find_spec(name) is not None
 
 
-class ServerProcess:
-    """bench/minimal_botapi.py on a free loopback port."""
-
-    def __init__(self) -> None:
-        self.process = subprocess.Popen(
-            [sys.executable, str(BENCH / "minimal_botapi.py"), "--port", "0"],
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        assert self.process.stdout is not None
-        line = self.process.stdout.readline().split()
-        if not line or line[0] != "MINIMAL_BOTAPI":
-            self.stop()
-            raise RuntimeError(f"the minimal Bot API server did not start: {line!r}")
-        self.base_url = dict(part.split("=", 1) for part in line[1:])["base_url"]
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGINT)
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(5)
-
-
 @dataclass
 class Round:
     client: str
@@ -261,7 +235,7 @@ class Round:
 
 
 def run_client(
-    client: Client, server: ServerProcess, calls: int, concurrency: int, timeout: float
+    client: Client, server: MinimalBotApi, calls: int, concurrency: int, timeout: float
 ) -> Round:
     from common import cpu_seconds, machine_busy_seconds
 
@@ -392,7 +366,7 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"skipped: {client.label}: {client.needs} is not installed (pip install -e '.[bench]')"
         )
-    server = ServerProcess()
+    server = MinimalBotApi()
     rounds: dict[str, list[Round]] = {c.name: [] for c in clients}
     try:
         for index in range(args.rounds):

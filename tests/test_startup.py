@@ -6,6 +6,7 @@ Every case runs the real command as a subprocess; Telegram is the stand-in on lo
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import signal
@@ -23,6 +24,8 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.pool import NullPool
 
+from pushbot import startup
+from pushbot.config import Settings, TelegramTransport
 from tests.fixtures.postgres import EXTERNAL_URL_VARIABLE
 from tests.fixtures.process import BotProcess, base_env
 from tests.fixtures.standin import StandInFactory
@@ -225,6 +228,59 @@ def test_an_unreachable_telegram_is_waited_for_then_the_bot_starts(
     output = bot_process.output()
     assert "Traceback" not in output
     assert TOKEN not in output and TOKEN.split(":", 1)[1] not in output
+
+
+@pytest.fixture
+def silent_telegram() -> Iterator[str]:
+    """A TELEGRAM_BASE_URL whose server takes connections and never answers."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(16)
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}/bot"
+
+
+@pytest.mark.parametrize("transport", list(TelegramTransport))
+@pytest.mark.parametrize("failure", ["refused", "dns", "timeout"])
+def test_why_telegram_is_unreachable_is_one_clean_line_on_either_transport(
+    transport: TelegramTransport,
+    failure: str,
+    silent_telegram: str,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The retry line `pushbot run` logs names the reason in a few words, whichever HTTP
+    library failed: no library class name, no raw message of the library, no token."""
+    base_url = {
+        "refused": _closed_telegram(),
+        "dns": "http://no-such-host.invalid/bot",
+        "timeout": silent_telegram,
+    }[failure]
+    monkeypatch.setattr(startup, "GET_ME_TIMEOUT_SECONDS", 0.5)
+    settings = Settings(bot_token=TOKEN, telegram_base_url=base_url, telegram_transport=transport)
+    attempts: list[int] = []
+
+    def start() -> object:
+        # The check `pushbot run` makes, once; the second attempt stands for Telegram back.
+        attempts.append(len(attempts) + 1)
+        return startup.fetch_bot_user(settings) if len(attempts) == 1 else None
+
+    with caplog.at_level(logging.WARNING, logger=startup.__name__):
+        startup.keep_trying(settings, start)
+    assert attempts == [1, 2]
+    (line,) = [r.getMessage() for r in caplog.records if RETRY_LINE.search(r.getMessage())]
+    found = re.search(r"\((.*)\); retrying in", line)
+    assert found is not None, line
+    reason = found.group(1)
+    if failure == "refused":
+        assert reason == "connection refused", line
+    elif failure == "timeout":
+        assert reason == "no answer in time", line
+    else:
+        # The resolver's own words (they differ between resolvers), nothing around them.
+        assert reason and len(reason) < 60, line
+        assert "no-such-host" not in reason and "Cannot connect" not in reason, line
+    assert not reason.startswith(("aiohttp", "httpx")), line
+    assert "\n" not in line and TOKEN.split(":", 1)[1] not in line
 
 
 def test_a_token_rejected_once_telegram_answers_still_ends_start_up(

@@ -20,7 +20,6 @@ from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 from telegram import Bot, Message
-from telegram.request import HTTPXRequest
 
 from pushbot.config import ConfigError, Settings, load_settings
 from pushbot.db.errors import (
@@ -30,6 +29,7 @@ from pushbot.db.errors import (
     is_connection_error,
 )
 from pushbot.logs import configure_logging, token_secrets
+from pushbot.transport import make_request
 
 if TYPE_CHECKING:
     from pushbot.broadcast.engine import JobHandle
@@ -523,7 +523,7 @@ def _call_bot(settings: Settings, call: Callable[[Bot], Awaitable[Message]]) -> 
         bot = Bot(
             settings.bot_token,
             base_url=settings.telegram_base_url,
-            request=HTTPXRequest(connection_pool_size=1),
+            request=make_request(settings.telegram_transport, pool_size=1),
         )
         async with bot:
             return await call(bot)

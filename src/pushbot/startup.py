@@ -34,12 +34,12 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
 from telegram import Bot, User
 from telegram.error import InvalidToken, NetworkError, RetryAfter, TelegramError, TimedOut
-from telegram.request import HTTPXRequest
 from tenacity import RetryCallState, Retrying, retry_if_exception, wait_exponential, wait_random
 
 from pushbot.config import ConfigError, Settings
 from pushbot.db.errors import database_errors
 from pushbot.logs import redact, token_secrets
+from pushbot.transport import make_request
 
 logger = logging.getLogger(__name__)
 
@@ -56,6 +56,7 @@ POSTGRES_CONNECT_TIMEOUT_SECONDS = 10
 # getMe is tiny: a server that has not answered in this time counts as unreachable.
 GET_ME_TIMEOUT_SECONDS = 10.0
 MAX_ERROR_TEXT = 120
+HTTP_LIBRARY_PREFIXES = ("httpx.", "aiohttp.")
 # ptb's own start-up loops (initialize's getMe, deleteWebhook/setWebhook) log their final
 # failure with a traceback before raising it; `keep_trying` reports the same failure in one
 # line, so those records are dropped (see `quiet_ptb_start_up_noise`).
@@ -124,8 +125,9 @@ async def _get_me(settings: Settings) -> User:
     # Own request objects: Bot.shutdown() only closes them after a successful initialize(),
     # and a failed getMe is exactly the case here.
     requests = [
-        HTTPXRequest(
-            connection_pool_size=1,
+        make_request(
+            settings.telegram_transport,
+            pool_size=1,
             connect_timeout=GET_ME_TIMEOUT_SECONDS,
             read_timeout=GET_ME_TIMEOUT_SECONDS,
         )
@@ -218,16 +220,19 @@ def _describe(exc: BaseException) -> str:
         return "no answer in time"
     if isinstance(exc, RetryAfter):
         return "flood control: Telegram asked to wait"
-    # httpx hides the socket error ("All connection attempts failed") in its chain.
+    # Both transports keep the socket's error in the chain, behind their own words (httpx:
+    # "All connection attempts failed"; aiohttp: "Cannot connect to host …").
     for cause in _chain(exc):
         if isinstance(cause, ConnectionRefusedError):
             return "connection refused"
-        if isinstance(cause, OSError) and cause.errno is not None and cause.strerror:
-            # socket.gaierror (DNS), ENETUNREACH, EHOSTUNREACH…
+        if isinstance(cause, OSError) and cause.strerror:
+            # socket.gaierror (DNS), ENETUNREACH, EHOSTUNREACH…; aiohttp's resolver (aiodns)
+            # says "Domain name not found" in an OSError without an errno.
             return str(cause.strerror)
     text = str(exc)
-    # ptb prefixes errors from its HTTP layer with the httpx class name.
-    if text.startswith("httpx.") and ": " in text:
+    # Errors from the HTTP layer start with the library's class name ("httpx.ConnectError: …"
+    # from ptb, "aiohttp.ServerDisconnectedError: …" from AiohttpRequest).
+    if text.startswith(HTTP_LIBRARY_PREFIXES) and ": " in text:
         text = text.split(": ", 1)[1]
     return text or type(exc).__name__
 

@@ -55,6 +55,8 @@ import orjson
 from telegram.error import NetworkError, TimedOut
 from telegram.request import BaseRequest, HTTPXRequest, RequestData
 
+from pushbot.config import TelegramTransport
+
 TransportName: TypeAlias = Literal["aiohttp", "httpx"]
 TRANSPORTS: Final[tuple[TransportName, ...]] = ("aiohttp", "httpx")
 
@@ -289,7 +291,7 @@ def _without_url_path(text: str, url: str) -> str:
 
 
 def make_request(
-    transport: TransportName,
+    transport: TransportName | TelegramTransport,
     *,
     pool_size: int,
     read_timeout: _Timeout = DEFAULT_READ_TIMEOUT,
@@ -299,7 +301,8 @@ def make_request(
     media_write_timeout: _Timeout = DEFAULT_MEDIA_WRITE_TIMEOUT,
 ) -> BaseRequest:
     """The request object for a `telegram.Bot` / ApplicationBuilder on the chosen transport
-    ("aiohttp": ours, "httpx": ptb's HTTPXRequest), given the same arguments."""
+    ("aiohttp": ours, "httpx": ptb's HTTPXRequest; TELEGRAM_TRANSPORT's values), given the
+    same arguments."""
     if transport == "aiohttp":
         return AiohttpRequest(
             connection_pool_size=pool_size,

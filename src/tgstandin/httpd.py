@@ -177,18 +177,26 @@ class HttpServer:
         path = request.path
         if path.startswith(BOT_PREFIX):
             delay = self.world.draw_latency()
+            # The latency is the network's: a request reaches "Telegram" `delay` after it
+            # came in, and that moment, not when this process gets round to it, is what the
+            # flood limits count and the call record says. (After a pause of this process,
+            # a garbage collection say, every request whose latency ran out meanwhile is
+            # handled at once; counted then, they would look like a burst the bot never sent.)
+            reached_at = time.monotonic() + delay
             if delay > 0.0:
-                self._spawn(self._after(delay, request, path), request)
+                self._spawn(self._after(delay, request, path, reached_at), request)
             else:
-                self._bot_request(request, path)
+                self._bot_request(request, path, reached_at)
         elif path.startswith(CONTROL_PREFIX) and self.control is not None:
             self._control_request(request, path[len(CONTROL_PREFIX) :])
         else:
             respond(request, 404, NOT_FOUND.body())
 
-    async def _after(self, delay: float, request: httputil.HTTPServerRequest, path: str) -> None:
+    async def _after(
+        self, delay: float, request: httputil.HTTPServerRequest, path: str, reached_at: float
+    ) -> None:
         await asyncio.sleep(delay)
-        self._bot_request(request, path)
+        self._bot_request(request, path, reached_at)
 
     def _reject(
         self,
@@ -201,7 +209,9 @@ class HttpServer:
             self.world.record(method, params, err.code, err.description, time.monotonic())
         respond(request, err.code, err.body())
 
-    def _bot_request(self, request: httputil.HTTPServerRequest, path: str) -> None:
+    def _bot_request(
+        self, request: httputil.HTTPServerRequest, path: str, reached_at: float
+    ) -> None:
         token, _, name = path[len(BOT_PREFIX) :].partition("/")
         if token != self.token:
             # Telegram: 401 for a well-formed but wrong token, 404 for a malformed one.
@@ -227,7 +237,7 @@ class HttpServer:
         elif method == "getUpdates":
             self._spawn(self._get_updates(request, params), request)
         else:
-            status, body = self.api.execute(method, params)
+            status, body = self.api.execute(method, params, reached_at)
             respond(request, status, body)
 
     # -- faults -----------------------------------------------------------------------------

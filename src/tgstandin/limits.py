@@ -19,8 +19,11 @@ class Bucket:
     stamp: float
 
     def refill(self, now: float, rate: float, burst: float) -> float:
-        self.tokens = min(burst, self.tokens + (now - self.stamp) * rate)
-        self.stamp = now
+        # Calls are counted when they reached "Telegram", which is not quite the order they
+        # are handled in: a moment already counted past adds nothing (and takes nothing).
+        if now > self.stamp:
+            self.tokens = min(burst, self.tokens + (now - self.stamp) * rate)
+            self.stamp = now
         return self.tokens
 
     def wait_time(self, now: float, rate: float, burst: float) -> float:

@@ -103,10 +103,14 @@ class BotApi:
 
     # -- entry points -----------------------------------------------------------------------
 
-    def execute(self, method: str, params: Params) -> tuple[int, bytes]:
+    def execute(
+        self, method: str, params: Params, reached_at: float | None = None
+    ) -> tuple[int, bytes]:
+        """Carry the call out as of `reached_at` (time.monotonic(): when the request reached
+        "Telegram", after the simulated latency; now when not given)."""
         world = self.world
         with world.lock:
-            now = time.monotonic()
+            now = time.monotonic() if reached_at is None else reached_at
             try:
                 body = _success_body(self.handlers[method](params, now))
                 status, description = 200, None

@@ -11,6 +11,7 @@ import pytest
 
 from pushbot.broadcast.engine import Broadcaster, EngineOptions, JobHandle
 from pushbot.broadcast.progress import JobReport, JobState
+from pushbot.config import Settings
 from pushbot.db import queries
 from pushbot.db.models import PushStatus
 from tests.broadcast import helpers
@@ -184,6 +185,44 @@ def test_a_crash_duplicates_at_most_one_copy_per_worker(
     assert min(deliveries.values()) == 1  # nobody lost
     duplicates = sum(n - 1 for n in deliveries.values())
     assert 1 <= duplicates <= workers
+
+
+def test_a_paid_broadcast_keeps_the_derived_number_of_sends_in_flight_and_no_more(
+    scene: Scene, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """PAID_BROADCAST=true, BROADCAST_RATE=1000 and no BROADCAST_WORKERS: 150 sends in
+    flight (rate × 0.15 s), which is also the crash bound: with the database refusing
+    outcomes, exactly 150 copies go out unrecorded and not one more."""
+    settings = Settings(
+        bot_token=scene.tg.token,
+        telegram_base_url=scene.tg.base_url,
+        paid_broadcast=True,
+        broadcast_rate=1000.0,
+    )
+    workers = settings.effective_broadcast_workers
+    assert workers == 150
+    users = scene.users(600)
+    database_down = threading.Event()
+    record = queries.record_deliveries
+
+    def record_unless_down(session: Any, push_uuid: Any, outcomes: Any) -> None:
+        if database_down.is_set():
+            raise RuntimeError("server closed the connection unexpectedly")
+        record(session, push_uuid, outcomes)
+
+    monkeypatch.setattr(queries, "record_deliveries", record_unless_down)
+    options = EngineOptions(flush_interval=0.1, close_deadline=0.5, backoff_base=0.01)
+    broadcaster = Broadcaster(settings, scene.factory, options=options)
+    scene.broadcasters.append(broadcaster)
+    broadcaster.start()
+    push_uuid = scene.push()
+    database_down.set()
+    broadcaster.launch_push(push_uuid)
+    scene.tg.wait_for(lambda: uncommitted(scene, push_uuid) >= workers, timeout=30)
+    broadcaster.shutdown()
+    assert uncommitted(scene, push_uuid) == workers
+    assert helpers.counts(scene.factory, push_uuid).sent == 0
+    assert len(users) > workers
 
 
 def test_retract_of_a_paused_push_and_pause_of_a_retraction(scene: Scene) -> None:

@@ -9,7 +9,9 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 
 import pytest
+from sqlalchemy import create_engine, text
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.pool import NullPool
 
 from pushbot.broadcast.ledger import OutcomeWriter, copies_to_delete, pending_recipients
 from pushbot.db import queries
@@ -170,6 +172,39 @@ def test_a_failing_database_is_retried_and_nothing_is_lost(
         assert writer.close() == 0
     assert counts(session_factory, push.uuid).sent == 2
     assert "could not record" in caplog.text and "flaky" in caplog.text
+
+
+def test_a_connection_the_database_closed_is_replaced_at_once_without_an_error(
+    session_factory: Factory, caplog: pytest.LogCaptureFixture
+) -> None:
+    """On PostgreSQL the writer keeps its connection from one commit to the next; when the
+    server drops it (a restart), the next commit reconnects as the pool's pre-ping would:
+    no failed attempt, no error, nothing lost."""
+    bind = session_factory.kw["bind"]
+    if bind.dialect.name != "postgresql":
+        pytest.skip("the writer holds a connection of its own on PostgreSQL only")
+    push = launch(session_factory, [1, 2])
+    writer = deliveries_writer(session_factory, push, slots=1)
+    writer.start()
+    stop = threading.Event()
+    with caplog.at_level(logging.DEBUG, logger="pushbot.broadcast.ledger"):
+        assert writer.take_slot(stop)
+        writer.submit(delivered(1))
+        assert writer.take_slot(stop)  # the first outcome is committed
+        killer = create_engine(bind.url, poolclass=NullPool)
+        with killer.connect() as connection:
+            connection.execute(
+                text(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                )
+            )
+        killer.dispose()
+        writer.submit(delivered(2))
+        assert writer.close() == 0
+    assert counts(session_factory, push.uuid).sent == 2
+    assert "its database connection was closed; reconnecting" in caplog.text
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING], caplog.text
 
 
 def test_outcomes_the_database_never_took_are_logged_not_dropped_silently(

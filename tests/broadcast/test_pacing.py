@@ -495,6 +495,60 @@ def test_async_callers_that_wake_late_do_not_go_out_as_a_burst() -> None:
     assert after_the_stall == [0.0, 0.1, 0.2, 0.3, 0.4]  # booked again, at the rate
 
 
+def test_at_the_paid_rate_callers_that_wake_late_do_not_go_out_as_a_burst() -> None:
+    """At 1,000/s (a budget the Application shares with the engine when BROADCAST_RATE
+    is raised) a stall of 20.5 ms leaves 20 booked slots overdue. The 10 least late go
+    at once (Telegram takes a burst of about 10); those more than 10 slots late book again
+    at the back of the queue instead of joining the burst."""
+    clock = FakeClock()
+    pacer = Pacer(rate=1000, clock=clock)
+    released: list[float] = []
+
+    async def caller() -> None:
+        await pacer.acquire_async()
+        released.append(clock.now)
+
+    async def main() -> None:
+        callers = [asyncio.create_task(caller()) for _ in range(30)]
+        await asyncio.sleep(0)  # every caller has booked its slot: now, +1 ms … +29 ms
+        clock.now += 0.0205  # the loop was busy elsewhere
+        await asyncio.gather(*callers)
+
+    run_on(clock, main())
+    in_ms = sorted(round((at - 1000.0) * 1000, 1) for at in released)
+    on_time = [float(ms) for ms in range(21, 30)]
+    rebooked = [float(ms) for ms in range(30, 40)]
+    assert in_ms == [0.0, *[20.5] * 10, *on_time, *rebooked]
+
+
+def test_at_the_paid_rate_threads_that_come_late_catch_up_only_within_the_burst() -> None:
+    """The engine's workers take their paid slots in turn, each only once it is due. After
+    a stall of 20.5 ms (20 slots at 1,000/s) the slots of the last 10 ms are made up at
+    once (within Telegram's burst of about 10; a late wake-up does not slow the broadcast
+    down), the 10 before them are not: then the rate applies again."""
+    clock = FakeClock()
+    pacer = Pacer(rate=1000, clock=clock)
+    assert pacer.acquire(ClockWait(clock))
+    clock.now += 0.0205  # every worker was busy elsewhere
+    stamps = []
+    for _ in range(14):
+        assert pacer.acquire(ClockWait(clock))
+        stamps.append(round((clock.now - 1000.0) * 1000, 1))
+    assert stamps == [*[20.5] * 11, 21.5, 22.5, 23.5]
+
+
+def test_at_the_free_rate_a_late_thread_makes_up_one_slot_at_most() -> None:
+    clock = FakeClock()
+    pacer = Pacer(rate=30, clock=clock)
+    assert pacer.acquire(ClockWait(clock))
+    clock.now += 1.0  # 30 slots missed
+    stamps = []
+    for _ in range(4):
+        assert pacer.acquire(ClockWait(clock))
+        stamps.append(round(clock.now - 1000.0, 4))
+    assert stamps == [1.0, 1.0, round(1.0 + 1 / 30, 4), round(1.0 + 2 / 30, 4)]
+
+
 def test_waiting_in_the_queue_is_not_cut_short_by_the_retry_budget() -> None:
     """A /start rush queues replies at ~30/s for minutes: that is pacing, not a failure,
     and no reply may be given up for it (the budget bounds retries and outages only).

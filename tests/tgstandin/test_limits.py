@@ -11,7 +11,9 @@ import telegram.error
 
 from pushbot.broadcast.pacing import retry_after_seconds
 from tests.tgstandin.support import make_bot, run
-from tgstandin import StandIn
+from tgstandin import StandIn, StandInConfig
+from tgstandin.methods import BotApi
+from tgstandin.world import World
 
 
 def blast(standin: StandIn, chat_ids: list[int], **extra: str) -> list[httpx.Response]:
@@ -124,3 +126,24 @@ def test_ptb_raises_retry_after(standin: StandIn) -> None:
             assert retry_after_seconds(caught.value) == 1.0
 
     run(scenario())
+
+
+def test_calls_are_counted_when_they_reach_telegram_not_when_the_stand_in_gets_to_them() -> None:
+    """After a pause of the stand-in's own process, every call whose simulated latency ran
+    out meanwhile is handled at once. The limits count each as of the moment it reached
+    "Telegram": three calls that reached it 0.25 s apart are no burst, however close
+    together they are handled; counted as they are handled, they would be."""
+    world = World(StandInConfig(global_rate=4, global_burst=1))
+    api = BotApi(world)
+    users = [world.add_user(None, None, None, None, "active") for _ in range(6)]
+    reached = time.monotonic() + 0.1
+    statuses = [
+        api.execute("sendMessage", {"chat_id": user, "text": "hi"}, reached + 0.25 * n)[0]
+        for n, user in enumerate(users[:3])
+    ]
+    assert statuses == [200, 200, 200]
+    assert [call.at for call in world.log] == [reached, reached + 0.25, reached + 0.5]
+    # Counted as they are handled (the same three, at once): the budget of 4/s takes one.
+    world.limiter.reset(time.monotonic())
+    statuses = [api.execute("sendMessage", {"chat_id": u, "text": "hi"})[0] for u in users[3:]]
+    assert statuses == [200, 429, 429]

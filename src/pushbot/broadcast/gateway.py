@@ -140,16 +140,22 @@ class TelegramGateway:
         stop: threading.Event | None = None,
     ) -> Ticket | None:
         """Block the calling thread until the request may go: Telegram answering, the chat's
-        slot due, the budget's slot due. None if `stop` was set first."""
-        while True:
-            probe = self._health.wait_admitted(stop)
-            if probe is None:
+        slot due, the budget's slot due. None if `stop` was set first.
+
+        While Telegram answers (nearly always), the health check is one read without a lock:
+        every copy of a broadcast passes here."""
+        probe = verified = False
+        while not (self._health.up or probe):
+            admitted = self._health.wait_admitted(stop)
+            if admitted is None:
                 return None
+            probe = admitted
             sync_probe = self._sync_probe if probe else None
             verified = sync_probe is not None
             if sync_probe is None or _run_sync_probe(sync_probe):
                 break
             self._health.probe_unanswered()
+            probe = verified = False
         key = chat_key(chat_id)
         wait = self._chats.reserve(key)
         if wait > 0:

@@ -53,6 +53,9 @@ class Admission:
     probe: bool = False
 
 
+ADMITTED = Admission(0.0)
+
+
 class TelegramHealth:
     """Thread-safe; the async callers poll `admit()` with short sleeps."""
 
@@ -89,11 +92,20 @@ class TelegramHealth:
         with self._changed:
             return self._down_since
 
+    @property
+    def up(self) -> bool:
+        """Whether Telegram answers (no hold), read without the lock: every request asks. A
+        request that reads a stale answer while Telegram goes down is one more failure the
+        hold counts."""
+        return self._down_since is None
+
     def admit(self) -> Admission:
         """May a request go out now? While Telegram is down, only one probe at a time."""
+        if self.up:
+            return ADMITTED
         with self._changed:
             if self._down_since is None:
-                return Admission(0.0)
+                return ADMITTED
             now = self._clock()
             probe_out = self._probe_out_since
             if probe_out is not None and now - probe_out < PROBE_STALE_AFTER:

@@ -6,8 +6,9 @@ private asyncio loop, in a thread of its own, with one `Bot` on it; a worker bui
 loop and the worker waits for its answer, at most `REQUEST_DEADLINE_FACTOR` times the HTTP
 timeout. The Application's own loop never waits on a broadcast, nor the other way round.
 
-It owns: the loop thread, the ptb request object (made by a `RequestFactory`: HTTPXRequest by
-default, any `telegram.request.BaseRequest` may be plugged in), the `Bot`, and the `getMe`
+It owns: the loop thread, the ptb request object (made by a `RequestFactory`: by default
+TELEGRAM_TRANSPORT's, pushbot.transport.make_request with BROADCAST_POOL_SIZE connections;
+any `telegram.request.BaseRequest` may be plugged in), the `Bot`, and the `getMe`
 probe the gateway asks while Telegram seems down. It does not pace, retry or classify
 anything: that is the gateway's (pushbot.broadcast.gateway) and the delivery policy's
 (pushbot.broadcast.delivery).
@@ -23,30 +24,34 @@ from typing import Any, TypeVar
 
 from telegram import Bot
 from telegram.error import TelegramError, TimedOut
-from telegram.request import BaseRequest, HTTPXRequest
+from telegram.request import BaseRequest
 
 from pushbot.broadcast.gateway import answered_at_all
 from pushbot.config import Settings
+from pushbot.transport import make_request
 
 T = TypeVar("T")
 
 RequestFactory = Callable[[], BaseRequest]
+LoopFactory = Callable[[], asyncio.AbstractEventLoop]
 
 # A worker gives up on a request after this many HTTP timeouts (connect, write, pool wait
 # and read may each take one).
 REQUEST_DEADLINE_FACTOR = 4
 
 
-def httpx_request_factory(pool_size: int, timeout: float) -> RequestFactory:
-    """ptb's HTTPXRequest with `pool_size` connections and `timeout` for every phase."""
+def default_request_factory(settings: Settings, timeout: float) -> RequestFactory:
+    """The request object of TELEGRAM_TRANSPORT with BROADCAST_POOL_SIZE connections and
+    `timeout` for every phase."""
 
     def make() -> BaseRequest:
-        return HTTPXRequest(
-            connection_pool_size=pool_size,
+        return make_request(
+            settings.telegram_transport,
+            pool_size=settings.effective_broadcast_pool_size,
             read_timeout=timeout,
             write_timeout=timeout,
             connect_timeout=timeout,
-            # Workers may outnumber connections: waiting for one is not an error.
+            # Sends in flight may outnumber connections: waiting for one is not an error.
             pool_timeout=timeout,
         )
 
@@ -61,12 +66,12 @@ class Transport:
         settings: Settings,
         request_timeout: float,
         request_factory: RequestFactory | None = None,
+        loop_factory: LoopFactory = asyncio.new_event_loop,
     ) -> None:
         self._settings = settings
+        self._new_loop = loop_factory
         self._deadline = REQUEST_DEADLINE_FACTOR * request_timeout
-        self._make_request = request_factory or httpx_request_factory(
-            settings.effective_broadcast_pool_size, request_timeout
-        )
+        self._make_request = request_factory or default_request_factory(settings, request_timeout)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: threading.Thread | None = None
         self._request: BaseRequest | None = None
@@ -80,7 +85,7 @@ class Transport:
         return self._bot
 
     def start(self) -> None:
-        loop = asyncio.new_event_loop()
+        loop = self._new_loop()
         self._loop = loop
         self._loop_thread = threading.Thread(
             target=_run_loop_forever, args=(loop,), name="pushbot-broadcast-loop", daemon=True
