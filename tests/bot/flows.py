@@ -64,9 +64,13 @@ def schedule(bot: BotHarness, confirm_id: int, when: str) -> dict[str, Any]:
 
 
 def report_after(bot: BotHarness, message_id: int, timeout: float = 30.0) -> dict[str, Any]:
-    return bot.next_reply(
+    report = bot.next_reply(
         message_id, lambda m: "Broadcast finished" in m.get("text", ""), timeout=timeout
     )
+    # The stand-in shows the report before the bot has stored its id (as BotHarness.push
+    # waits for): a test reading the push by its report must not race that write.
+    bot.tg.wait_for(lambda: bot.push_of(report["message_id"]) is not None)
+    return report
 
 
 def copies_in(bot: BotHarness, chat_id: int) -> list[dict[str, Any]]:
