@@ -8,7 +8,7 @@ import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
 from pushbot.bot import store as store_module
-from pushbot.bot.store import Store
+from pushbot.bot.store import Store, Subscribe
 from pushbot.db import queries
 from pushbot.db.queries import ChatInfo
 
@@ -41,3 +41,27 @@ def test_the_recently_seen_memory_is_swept(
     assert len(store._recently_seen) <= 20
     with session_factory.begin() as session:
         assert queries.audience_size(session) == 59
+
+
+def test_the_language_a_write_carries_is_not_written_again_by_the_language_refresh(
+    session_factory: sessionmaker[Session],
+) -> None:
+    """The /start path writes through `Store.write` (the outbox), and the language handler
+    after it must know that language is on record: else every /start costs two commits."""
+    store = Store(session_factory)
+
+    async def start_then_refresh() -> None:
+        await store.write(Subscribe(ChatInfo(id=7, type="private", language_code="de")))
+        written = store.writer.written
+        await store.refresh_language(7, "de")
+        assert store.writer.written == written  # nothing more to write
+        await store.refresh_language(7, "fr")
+        assert store.writer.written == written + 1  # a change is written
+
+    try:
+        asyncio.run(start_then_refresh())
+    finally:
+        store.close()
+    with session_factory.begin() as session:
+        row = queries.get_chat(session, 7)
+    assert row is not None and row.language_code == "fr"

@@ -120,18 +120,23 @@ class Store:
         return await self._writer.submit(_Write(change, reply_for))
 
     def _remember(self, change: Change | None) -> None:
+        """What this write will make true, for the writes it makes unnecessary: every path
+        comes through here (the outbox's `/start` too), so a /start's language is known
+        before the language handler after it asks (otherwise every /start cost two commits)."""
         now = time.monotonic()
         if isinstance(change, (Subscribe, NoteSeen, Restore)):
             self._recently_seen[change.chat.id] = now
+            self._written_language(change.chat.id, change.chat.language_code)
         elif isinstance(change, Purge):
             self._recently_seen.pop(change.chat_id, None)
         elif isinstance(change, Move):
             self._recently_seen.pop(change.old_chat_id, None)
             self._recently_seen[change.new_chat.id] = now
+        elif isinstance(change, SetLanguage):
+            self._written_language(change.chat_id, change.language_code)
 
     # audience
     async def subscribe(self, chat: ChatInfo) -> bool:
-        self._written_language(chat)
         return bool((await self.write(Subscribe(chat))).result)
 
     async def unsubscribe(self, chat_id: int) -> bool:
@@ -148,7 +153,6 @@ class Store:
             return
         if len(self._recently_seen) > self._sweep_at:
             self._forget_stale(time.monotonic())
-        self._written_language(chat)
         await self.write(NoteSeen(chat))
 
     async def refresh_language(self, chat_id: int, language_code: str) -> None:
@@ -156,15 +160,14 @@ class Store:
         current (it decides their language segment), writing only when it changed."""
         if self._languages.get(chat_id) == language_code:
             return
-        self._written_language(ChatInfo(chat_id, "private", language_code=language_code))
         await self.write(SetLanguage(chat_id, language_code))
 
-    def _written_language(self, chat: ChatInfo) -> None:
-        if chat.language_code is None:
+    def _written_language(self, chat_id: int, language_code: str | None) -> None:
+        if language_code is None:
             return
         if len(self._languages) >= RECENTLY_SEEN_MAX:
             self._languages.clear()  # bounded; forgetting costs one write per chat at most
-        self._languages[chat.id] = chat.language_code
+        self._languages[chat_id] = language_code
 
     def _forget_stale(self, now: float) -> None:
         """Keep the memory of a bot with millions of chats bounded to the active ones."""
@@ -180,7 +183,6 @@ class Store:
         await self.write(Move(old_chat_id, new_chat))
 
     async def restore(self, chat: ChatInfo) -> None:
-        self._written_language(chat)
         await self.write(Restore(chat))
 
     # the outbox's rows
