@@ -25,6 +25,7 @@ import selectors
 import shlex
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -811,3 +812,10 @@ def run_with_deadline(work: Callable[[], None], seconds: float, what: str) -> No
         raise TimeoutError(f"{what} did not finish within {seconds:g} s")
     if errors:
         raise errors[0]
+
+
+def free_port() -> int:
+    """A TCP port on loopback that nothing listens on now (for a server to bind next)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])

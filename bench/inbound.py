@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -51,6 +50,7 @@ from common import (
     command_line,
     cpu_seconds,
     emit,
+    free_port,
     machine_busy_seconds,
     postgres_database,
     postgres_database_named,
@@ -154,12 +154,6 @@ class Inbound:
             f"{w.share(w.standin)} ({1000 * w.standin / self.users:.3f} ms per update), "
             f"everything else {w.share(w.others)} (2 cores = 200%)"
         )
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def webhook_overrides(port: int) -> dict[str, object]:

@@ -41,13 +41,13 @@ from common import (
     command_line,
     cpu_seconds,
     emit,
+    free_port,
     machine_busy_seconds,
     postgres_database,
     postgres_database_named,
     rate,
     wait_until,
 )
-from inbound import free_port
 from pushbot.db import queries
 from tgstandin.remote import RemoteStandIn
 

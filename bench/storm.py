@@ -21,7 +21,6 @@ The rush: the users' /start arrive in ten slices of 300, one every 0.1 s; the ad
 from __future__ import annotations
 
 import argparse
-import socket
 import sys
 import time
 from dataclasses import dataclass
@@ -37,6 +36,7 @@ from common import (
     bot_settings,
     command_line,
     emit,
+    free_port,
     postgres_database,
     postgres_database_named,
     rate,
@@ -97,12 +97,6 @@ class Storm:
             f"first), replies per user {counts}; {self.too_many} × 429; "
             f"{self.cpu.describe()}"
         )
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def rush(tg: RemoteStandIn, users: list[int]) -> tuple[float, float]:

@@ -472,11 +472,11 @@ def test_ext_bot_with_the_shared_rate_limiter_against_the_standin(
     assert texts.count("one") == 1 and texts.count("two") == 1
 
 
-def test_async_callers_that_wake_late_do_not_go_out_as_a_burst() -> None:
-    """The event loop was stuck for 2 s: the slots booked before it all fell due meanwhile.
-    Sent together they would draw 429s; the late callers take fresh slots instead."""
+def release_times_after_a_stall(rate: float, callers: int, stall: float) -> list[float]:
+    """`callers` async callers of one pacer book their slots, then the event loop is busy
+    elsewhere for `stall` seconds: when each one is let go, on the fake clock."""
     clock = FakeClock()
-    pacer = Pacer(rate=10, clock=clock)
+    pacer = Pacer(rate=rate, clock=clock)
     released: list[float] = []
 
     async def caller() -> None:
@@ -484,12 +484,20 @@ def test_async_callers_that_wake_late_do_not_go_out_as_a_burst() -> None:
         released.append(clock.now)
 
     async def main() -> None:
-        callers = [asyncio.create_task(caller()) for _ in range(6)]
-        await asyncio.sleep(0)  # every caller has booked its slot: now, +0.1 s … +0.5 s
-        clock.now += 2.0  # the loop was busy elsewhere
-        await asyncio.gather(*callers)
+        tasks = [asyncio.create_task(caller()) for _ in range(callers)]
+        await asyncio.sleep(0)  # every caller has booked its slot
+        clock.now += stall
+        await asyncio.gather(*tasks)
 
     run_on(clock, main())
+    return released
+
+
+def test_async_callers_that_wake_late_do_not_go_out_as_a_burst() -> None:
+    """The event loop was stuck for 2 s: the slots booked before it all fell due meanwhile.
+    Sent together they would draw 429s; the late callers take fresh slots instead."""
+    # Every caller books its slot first (now, +0.1 s … +0.5 s), then the loop is stuck.
+    released = release_times_after_a_stall(rate=10, callers=6, stall=2.0)
     assert offsets(released[:1]) == [0.0]  # its slot was due at once
     after_the_stall = [round(t - 1002.0, 3) for t in released[1:]]
     assert after_the_stall == [0.0, 0.1, 0.2, 0.3, 0.4]  # booked again, at the rate
@@ -500,21 +508,8 @@ def test_at_the_paid_rate_callers_that_wake_late_do_not_go_out_as_a_burst() -> N
     is raised) a stall of 20.5 ms leaves 20 booked slots overdue. The 10 least late go
     at once (Telegram takes a burst of about 10); those more than 10 slots late book again
     at the back of the queue instead of joining the burst."""
-    clock = FakeClock()
-    pacer = Pacer(rate=1000, clock=clock)
-    released: list[float] = []
-
-    async def caller() -> None:
-        await pacer.acquire_async()
-        released.append(clock.now)
-
-    async def main() -> None:
-        callers = [asyncio.create_task(caller()) for _ in range(30)]
-        await asyncio.sleep(0)  # every caller has booked its slot: now, +1 ms … +29 ms
-        clock.now += 0.0205  # the loop was busy elsewhere
-        await asyncio.gather(*callers)
-
-    run_on(clock, main())
+    # Every caller books its slot first (now, +1 ms … +29 ms), then the loop is stuck.
+    released = release_times_after_a_stall(rate=1000, callers=30, stall=0.0205)
     in_ms = sorted(round((at - 1000.0) * 1000, 1) for at in released)
     on_time = [float(ms) for ms in range(21, 30)]
     rebooked = [float(ms) for ms in range(30, 40)]
