@@ -196,12 +196,15 @@ async def _post_init(app: AnyApp) -> None:
 async def _post_stop(app: AnyApp) -> None:
     # No handler runs any more: the replies being sent finish, the rest stays owed.
     svc: Services = app.bot_data[SERVICES_KEY]
+    await svc.watchers.stop()
     await svc.outbox.stop()
 
 
 async def _post_shutdown(app: AnyApp) -> None:
     svc: Services = app.bot_data[SERVICES_KEY]
-    await svc.outbox.stop()  # when the start failed, post_stop did not run
+    # When the start failed, post_stop did not run.
+    await svc.watchers.stop()
+    await svc.outbox.stop()
     await asyncio.to_thread(svc.broadcasts.shutdown)
     await asyncio.to_thread(svc.store.close)
 

@@ -37,12 +37,7 @@ def watch_job(
     app: Application[Any, Any, Any, Any, Any, Any], push_uuid: UUID, chat_id: int, message_id: int
 ) -> None:
     svc: Services = app.bot_data[SERVICES_KEY]
-    if push_uuid in svc.watched:
-        return
-    svc.watched.add(push_uuid)
-    app.create_task(
-        _keep_status_fresh(app, svc, push_uuid, chat_id, message_id), name=f"watch-{push_uuid}"
-    )
+    svc.watchers.start(push_uuid, _keep_status_fresh(app, svc, push_uuid, chat_id, message_id))
 
 
 async def _keep_status_fresh(
@@ -53,20 +48,17 @@ async def _keep_status_fresh(
     message_id: int,
 ) -> None:
     last_shown: tuple[str, str] | None = None
-    try:
-        while True:
-            progress = svc.broadcasts.progress(push_uuid)
-            if progress is None or progress.state not in ACTIVE_STATES:
-                return
-            text = render.render_progress(progress)
-            markup = render.job_keyboard(push_uuid, progress.state, progress.kind)
-            shown = (text, _markup_key(markup))
-            if shown != last_shown:
-                await _edit_status(app, chat_id, message_id, text, markup)
-                last_shown = shown
-            await asyncio.sleep(PROGRESS_EDIT_INTERVAL)
-    finally:
-        svc.watched.discard(push_uuid)
+    while True:
+        progress = svc.broadcasts.progress(push_uuid)
+        if progress is None or progress.state not in ACTIVE_STATES:
+            return
+        text = render.render_progress(progress)
+        markup = render.job_keyboard(push_uuid, progress.state, progress.kind)
+        shown = (text, _markup_key(markup))
+        if shown != last_shown:
+            await _edit_status(app, chat_id, message_id, text, markup)
+            last_shown = shown
+        await asyncio.sleep(PROGRESS_EDIT_INTERVAL)
 
 
 def _markup_key(markup: InlineKeyboardMarkup | None) -> str:

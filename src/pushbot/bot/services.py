@@ -5,12 +5,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any
-from uuid import UUID
 
 from telegram.ext import CallbackContext
 
 from pushbot.bot.outbox import Outbox
 from pushbot.bot.store import Store
+from pushbot.bot.watchers import StatusWatchers
 from pushbot.broadcast.service import BroadcastService
 from pushbot.config import Settings
 from pushbot.stats import StatsService
@@ -25,8 +25,8 @@ class Services:
     broadcasts: BroadcastService
     stats: StatsService
     outbox: Outbox
-    # Broadcasts whose status message is being kept up to date by a watcher task.
-    watched: set[UUID] = field(default_factory=set)
+    # The tasks keeping running broadcasts' status messages up to date.
+    watchers: StatusWatchers = field(default_factory=StatusWatchers)
 
 
 def services(context: CallbackContext[Any, Any, Any, Any]) -> Services:
