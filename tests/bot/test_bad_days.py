@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
+import pytest
+
 from pushbot.bot import render
+from pushbot.bot.jobs import PROGRESS_EDIT_RETRY_BUDGET
 from pushbot.broadcast.progress import JobState
 from tests.broadcast.helpers import too_many_requests
 from tests.fixtures.bot import ADMIN_ID, BotHarness
+from tgstandin import Call
+
+OUTAGE = 8.0
 
 
 def replies_per_user(bot: BotHarness, users: list[int]) -> dict[int, int]:
@@ -89,6 +96,43 @@ def test_an_outage_during_a_push_holds_it_and_the_bot_carries_on_after(
     final = broadcaster.progress(active.uuid)
     assert final is not None and final.state is JobState.DONE
     assert final.sent == 300 and final.failed == 0
-    assert "Delivered: 300" in report["text"] and "Failed: 0" in report["text"]
+    assert "Delivered: 600" in report["text"] and "Failed: 0" in report["text"]
     assert {u: n for u, n in bot.copies_per_chat().items() if u in users} == dict.fromkeys(users, 1)
     assert bot.audience().purged == 0
+
+
+def test_the_status_message_keeps_counting_after_an_outage_longer_than_an_edit_waits(
+    bot_factory: Callable[..., BotHarness], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A progress edit gives up after PROGRESS_EDIT_RETRY_BUDGET; its watcher carries on, so
+    the admin sees the figures again once Telegram is back, however long it was away."""
+    assert PROGRESS_EDIT_RETRY_BUDGET < OUTAGE
+    bot = bot_factory(broadcast_rate=60.0)
+    bot.tg.set_limits(enabled=False)
+    users = bot.tg.add_users(600)  # 10 s at 60/s, around the outage
+    bot.subscribe(users, timeout=60)
+    status_id = bot.send_push("Still counting")["message_id"]
+
+    def status_edits() -> list[Call]:
+        return [
+            c
+            for c in bot.tg.calls("editMessageText")
+            if c.params.get("message_id") == status_id and c.status == 200
+        ]
+
+    bot.tg.wait_for(lambda: bot.tg.count("copyMessage", 200) >= 60, timeout=30)
+    bot.tg.start_outage(OUTAGE, kind="502")
+    back_at = time.monotonic() + OUTAGE
+    report = bot.next_reply(
+        status_id, lambda m: "Broadcast finished" in m.get("text", ""), timeout=90
+    )
+
+    # The edit due during the outage was held, then given up (not waited out for 60 s).
+    assert any("could not update status message" in r.getMessage() for r in caplog.records)
+    progress_after = [
+        c
+        for c in status_edits()
+        if c.at > back_at and "Broadcast finished" not in c.params.get("text", "")
+    ]
+    assert progress_after, "no progress shown after the outage"
+    assert "Delivered: 600" in report["text"]

@@ -14,7 +14,7 @@ from typing import Any
 from uuid import UUID
 
 from telegram import InlineKeyboardMarkup, Update
-from telegram.error import BadRequest
+from telegram.error import BadRequest, TelegramError
 from telegram.ext import Application, CallbackQueryHandler, ContextTypes
 
 from pushbot.bot import render
@@ -26,6 +26,9 @@ logger = logging.getLogger(__name__)
 
 # Every edit costs one request of the bot's 30/s budget; one every few seconds is plenty.
 PROGRESS_EDIT_INTERVAL = 3.0
+# A progress edit gives up sooner than the Application's other sends (60 s): the next one,
+# a few seconds later, carries fresher figures anyway.
+PROGRESS_EDIT_RETRY_BUDGET = 2 * PROGRESS_EDIT_INTERVAL
 ACTIVE_STATES = frozenset({JobState.RUNNING, JobState.PAUSED})
 # Paused by an admin (the status message says so), shut down (resumed at the next start),
 # superseded by a retraction (whose own report follows), or run by another process of the
@@ -55,8 +58,9 @@ async def _keep_status_fresh(
         text = render.render_progress(progress)
         markup = render.job_keyboard(push_uuid, progress.state, progress.kind)
         shown = (text, _markup_key(markup))
-        if shown != last_shown:
-            await _edit_status(app, chat_id, message_id, text, markup)
+        if shown != last_shown and await _edit_status(
+            app, chat_id, message_id, text, markup, retry_budget=PROGRESS_EDIT_RETRY_BUDGET
+        ):
             last_shown = shown
         await asyncio.sleep(PROGRESS_EDIT_INTERVAL)
 
@@ -71,14 +75,28 @@ async def _edit_status(
     message_id: int,
     text: str,
     markup: InlineKeyboardMarkup | None,
-) -> None:
+    *,
+    retry_budget: float | None = None,
+) -> bool:
+    """Whether the status message now shows `text`. The job goes on regardless: the admin
+    may have deleted the message, or Telegram may be having a bad day."""
     try:
         await app.bot.edit_message_text(
-            text, chat_id=chat_id, message_id=message_id, reply_markup=markup
+            text,
+            chat_id=chat_id,
+            message_id=message_id,
+            reply_markup=markup,
+            rate_limit_args=retry_budget,
         )
     except BadRequest as exc:
-        # The admin may have deleted the status message; the broadcast goes on regardless.
+        if "not modified" in exc.message.lower():
+            return True
         logger.warning("could not update status message %s/%s: %s", chat_id, message_id, exc)
+        return False
+    except TelegramError as exc:
+        logger.warning("could not update status message %s/%s: %s", chat_id, message_id, exc)
+        return False
+    return True
 
 
 async def post_report(app: Application[Any, Any, Any, Any, Any, Any], report: JobReport) -> None:
