@@ -57,6 +57,20 @@ def _launch_push(tg: StandIn) -> int:
     return int(confirm["message_id"])
 
 
+def _wait_until_report_stored(
+    tg: StandIn, factory: sessionmaker[Session], report_message_id: int
+) -> None:
+    """The bot stores a report's id once Telegram returned it; an admin cannot reply to the
+    report sooner than that, a test can (and its /undo or /edit would find no broadcast)."""
+
+    def stored() -> bool:
+        with factory.begin() as session:
+            found = queries.find_push_by_message(session, ADMIN, report_message_id)
+        return found is not None
+
+    tg.wait_for(stored)
+
+
 def test_sigkill_mid_broadcast_loses_nobody_and_duplicates_at_most_the_workers(
     standin: StandIn, bot_process: BotProcess, db_url: str, session_factory: sessionmaker[Session]
 ) -> None:
@@ -134,6 +148,7 @@ def test_sigkill_mid_undo_carries_on_with_only_what_is_left(
         timeout=90,
     )
 
+    _wait_until_report_stored(standin, session_factory, report["message_id"])
     standin.send_text(ADMIN, "/undo", reply_to_message_id=report["message_id"])
     ask = standin.wait_for_message(ADMIN, lambda m: "Delete it" in m.get("text", ""), timeout=30)
     standin.press_button(
@@ -179,12 +194,7 @@ def test_sigkill_mid_edit_resumes_with_only_what_is_left(
         timeout=90,
     )
 
-    def report_stored() -> bool:
-        with session_factory.begin() as session:
-            found = queries.find_push_by_message(session, ADMIN, report["message_id"])
-        return found is not None
-
-    standin.wait_for(report_stored)
+    _wait_until_report_stored(standin, session_factory, report["message_id"])
     standin.send_text(ADMIN, "/edit", reply_to_message_id=report["message_id"])
     standin.wait_for_message(ADMIN, lambda m: "corrected text" in m.get("text", ""), timeout=30)
     standin.send_text(ADMIN, "Survived a crash, corrected")
