@@ -311,6 +311,25 @@ def test_stopping_while_waiting_for_telegram_exits_cleanly(
     assert "Traceback" not in bot_process.output()
 
 
+def test_stopping_while_telegram_is_down_exits_cleanly_in_one_line(
+    bot_process: BotProcess, standin: StandIn
+) -> None:
+    """ptb's Updater confirms the handled updates with one more getUpdates at a stop, and
+    logs that call's failure with a traceback; ours is one line."""
+    bot_process.env.update(BOT_TOKEN=TOKEN, TELEGRAM_BASE_URL=standin.base_url, LOG_LEVEL="INFO")
+    process = bot_process.start()
+    user = standin.add_user()
+    standin.send_text(user, "/start")
+    standin.wait_for_message(user, timeout=30)
+    standin.start_outage(60.0, kind="502")
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(30) == 0
+    output = bot_process.output()
+    [last_poll] = [line for line in output.splitlines() if "one more time" in line]
+    assert "WARNING" in last_poll and "(NetworkError: Bad Gateway)" in last_poll
+    assert "Traceback" not in output
+
+
 def test_a_failure_after_getme_goes_back_to_waiting(
     bot_process: BotProcess, standin: StandIn
 ) -> None:

@@ -158,7 +158,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         check_database,
         fetch_bot_user,
         keep_trying,
-        quiet_ptb_start_up_noise,
+        quiet_ptb_noise,
     )
 
     settings = _settings()
@@ -166,7 +166,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     # The database first: its problems are the operator's to fix, so they end start-up at
     # once (one line, nothing else printed), before any wait for Telegram.
     check_database(settings)
-    quiet_ptb_start_up_noise()
+    quiet_ptb_noise()
     migrated = False
 
     def start_and_serve() -> None:

@@ -59,11 +59,15 @@ MAX_ERROR_TEXT = 120
 HTTP_LIBRARY_PREFIXES = ("httpx.", "aiohttp.")
 # ptb's own start-up loops (initialize's getMe, deleteWebhook/setWebhook) log their final
 # failure with a traceback before raising it; `keep_trying` reports the same failure in one
-# line, so those records are dropped (see `quiet_ptb_start_up_noise`).
+# line, so those records are dropped (see `quiet_ptb_noise`).
 PTB_RETRY_LOOP_LOGGER = "telegram.ext"
 PTB_RETRY_LOOP_PREFIX = "Network Retry Loop"
 PTB_REQUEST_LOGGER = "telegram.request.BaseRequest"
 PTB_INVALID_JSON_MESSAGE = "Can not load invalid JSON data"
+# At a stop, ptb's Updater calls getUpdates once more to confirm the updates handled; during
+# an outage that fails, and ptb logs it with a traceback.
+PTB_UPDATER_LOGGER = "telegram.ext.Updater"
+PTB_LAST_POLL_MESSAGE = "Error while calling `get_updates` one more time"
 
 
 class TokenRejected(ConfigError):
@@ -307,7 +311,7 @@ def _sigterm_stops() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-# -- ptb's start-up logging -----------------------------------------------------------------
+# -- ptb's start-up and stop logging ---------------------------------------------------------
 
 
 class _DropHandledBootstrapFailures(logging.Filter):
@@ -332,13 +336,34 @@ class _DropInvalidJsonTraceback(logging.Filter):
         return not str(record.msg).startswith(PTB_INVALID_JSON_MESSAGE)
 
 
+class _OneLineForALastPollThatFailed(logging.Filter):
+    """A stop while Telegram is down: ptb's line already says what it means (the updates
+    may come again at the next start, where the handlers meet them as repeats); the
+    traceback of a 5xx or a timeout adds nothing, so the record keeps its line and the
+    error's one-line text."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if (
+            exc is not None
+            and is_transient(exc)
+            and str(record.msg).startswith(PTB_LAST_POLL_MESSAGE)
+        ):
+            record.msg = f"{record.msg} ({type(exc).__name__}: {exc})"
+            record.exc_info = record.exc_text = None
+            # Telegram's bad day, not ours: as the other outage lines.
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True
+
+
 _FILTERS = {
     PTB_RETRY_LOOP_LOGGER: _DropHandledBootstrapFailures(),
     PTB_REQUEST_LOGGER: _DropInvalidJsonTraceback(),
+    PTB_UPDATER_LOGGER: _OneLineForALastPollThatFailed(),
 }
 
 
-def quiet_ptb_start_up_noise() -> None:
+def quiet_ptb_noise() -> None:
     """Install the filters above on ptb's loggers (idempotent: addFilter ignores repeats)."""
     for name, log_filter in _FILTERS.items():
         logging.getLogger(name).addFilter(log_filter)
