@@ -338,9 +338,8 @@ class _DropInvalidJsonTraceback(logging.Filter):
 
 class _OneLineForALastPollThatFailed(logging.Filter):
     """A stop while Telegram is down: ptb's line already says what it means (the updates
-    may come again at the next start, where the handlers meet them as repeats); the
-    traceback of a 5xx or a timeout adds nothing, so the record keeps its line and the
-    error's one-line text."""
+    of the last poll may be fetched again at the next start); the traceback of a 5xx or a
+    timeout adds nothing, so the record keeps its line and the error's one-line text."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         exc = record.exc_info[1] if record.exc_info else None

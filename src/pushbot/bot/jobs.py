@@ -88,12 +88,9 @@ async def _edit_status(
             reply_markup=markup,
             rate_limit_args=retry_budget,
         )
-    except BadRequest as exc:
-        if "not modified" in exc.message.lower():
-            return True
-        logger.warning("could not update status message %s/%s: %s", chat_id, message_id, exc)
-        return False
     except TelegramError as exc:
+        if isinstance(exc, BadRequest) and "not modified" in exc.message.lower():
+            return True
         logger.warning("could not update status message %s/%s: %s", chat_id, message_id, exc)
         return False
     return True
