@@ -5,7 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from uuid import UUID
 
+from pushbot.db import queries
 from tests.fixtures.bot import ADMIN_ID, BotHarness
 
 
@@ -60,7 +62,29 @@ def schedule(bot: BotHarness, confirm_id: int, when: str) -> dict[str, Any]:
     press(bot, confirm_id, "push:schedule", lambda t: "When should it go out?" in t)
     mark = bot.last_message_id()
     bot.say(when)
-    return bot.next_reply(mark, lambda m: m.get("text", "").startswith("🗓 Scheduled for"))
+    return scheduled_reply(bot, mark)
+
+
+def scheduled_reply(bot: BotHarness, mark: int) -> dict[str, Any]:
+    """The scheduled push's message after `mark`, once the bot has recorded it as the push's
+    status message (right after Telegram returned it: a due time reached sooner than that,
+    as only a test's clock can, would find no status message to reply to)."""
+    scheduled = bot.next_reply(mark, lambda m: m.get("text", "").startswith("🗓 Scheduled for"))
+    push_uuid = scheduled_uuid(scheduled)
+
+    def recorded() -> bool:
+        stored = bot.query(
+            lambda s: getattr(queries.get_push(s, push_uuid), "status_message_id", None)
+        )
+        return bool(stored == scheduled["message_id"])
+
+    bot.tg.wait_for(recorded)
+    return scheduled
+
+
+def scheduled_uuid(message: dict[str, Any]) -> UUID:
+    data = message["reply_markup"]["inline_keyboard"][0][1]["callback_data"]
+    return UUID(str(data).removeprefix("sched:now:"))
 
 
 def report_after(bot: BotHarness, message_id: int, timeout: float = 30.0) -> dict[str, Any]:

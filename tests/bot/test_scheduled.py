@@ -22,6 +22,8 @@ from tests.bot.flows import (
     press,
     report_after,
     schedule,
+    scheduled_reply,
+    scheduled_uuid,
     text_of,
 )
 from tests.fixtures.bot import ADMIN_ID, BotHarness
@@ -42,13 +44,6 @@ def _bot(
 def _status(bot: BotHarness, push_uuid: UUID) -> str | None:
     push = bot.query(lambda s: queries.get_push(s, push_uuid))
     return None if push is None else str(push.status)
-
-
-def _scheduled_uuid(message: dict[str, object]) -> UUID:
-    markup = message["reply_markup"]
-    assert isinstance(markup, dict)
-    data = markup["inline_keyboard"][0][1]["callback_data"]
-    return UUID(data.removeprefix("sched:now:"))
 
 
 def test_schedule_a_push_and_it_starts_once_on_time(
@@ -73,13 +68,13 @@ def test_schedule_a_push_and_it_starts_once_on_time(
     assert "has passed" in bot.next_reply(mark)["text"]
     mark = bot.last_message_id()
     bot.say("in 2h")
-    scheduled = bot.next_reply(mark, lambda m: m.get("text", "").startswith("🗓 Scheduled for"))
+    scheduled = scheduled_reply(bot, mark)
 
     due = clock.now + timedelta(hours=2)
     assert scheduled["text"].startswith(f"🗓 Scheduled for {describe_when(due, BERLIN, clock.now)}")
     assert "Audience: private chats · silent (4 chat(s) now)" in scheduled["text"]
     assert set(buttons(bot, scheduled["message_id"])) == {"✖️ Cancel", "▶️ Send now"}
-    push_uuid = _scheduled_uuid(scheduled)
+    push_uuid = scheduled_uuid(scheduled)
     assert _status(bot, push_uuid) == PushStatus.SCHEDULED
     assert all(copies_in(bot, user) == [] for user in users), "nothing before its time"
 
@@ -122,8 +117,8 @@ def test_scheduled_lists_them_with_cancel_and_send_now(
         bot.next_reply(header["message_id"], lambda m: "“Second”" in m.get("text", "")),
     ]
     assert listed[0]["message_id"] < listed[1]["message_id"], "soonest first"
-    first_uuid, second_uuid = _scheduled_uuid(first), _scheduled_uuid(second)
-    assert _scheduled_uuid(listed[0]) == first_uuid
+    first_uuid, second_uuid = scheduled_uuid(first), scheduled_uuid(second)
+    assert scheduled_uuid(listed[0]) == first_uuid
 
     press(bot, listed[0]["message_id"], f"sched:cancel:{first_uuid}", lambda t: "Cancelled" in t)
     assert _status(bot, first_uuid) == PushStatus.CANCELLED
