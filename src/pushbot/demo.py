@@ -207,6 +207,7 @@ def _schedule_for_german_speakers(tg: StandIn, runtime: Runtime) -> None:
         WAIT,
     )
     say("bot", _with_buttons(scheduled))
+    _wait_stored(tg, runtime, scheduled["message_id"])
     push = runtime.broadcasts.find_by_message(ADMIN_ID, scheduled["message_id"])
     assert push is not None and push.scheduled_at is not None
     started = tg.wait_for_message(
@@ -269,8 +270,8 @@ def _await_report(tg: StandIn, phrase: str, status_message_id: int) -> dict[str,
 
 
 def _wait_stored(tg: StandIn, runtime: Runtime, report_message_id: int) -> None:
-    """The bot records a report's id right after posting it; a person replies later than
-    that, the demo could reply sooner."""
+    """The bot records a report's (or a scheduled push's) message id right after posting
+    it; a person replies later than that, the demo could look sooner."""
     tg.wait_for(
         lambda: runtime.broadcasts.find_by_message(ADMIN_ID, report_message_id) is not None,
         timeout=WAIT,
