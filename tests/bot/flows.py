@@ -73,10 +73,8 @@ def scheduled_reply(bot: BotHarness, mark: int) -> dict[str, Any]:
     push_uuid = scheduled_uuid(scheduled)
 
     def recorded() -> bool:
-        stored = bot.query(
-            lambda s: getattr(queries.get_push(s, push_uuid), "status_message_id", None)
-        )
-        return bool(stored == scheduled["message_id"])
+        push = bot.query(lambda s: queries.get_push(s, push_uuid))
+        return push is not None and bool(push.status_message_id == scheduled["message_id"])
 
     bot.tg.wait_for(recorded)
     return scheduled
